@@ -1,0 +1,96 @@
+"""Loads llamalite's C core with cffi. The only module that touches ffi.
+
+The cdef is csrc/llamalite.h itself (preprocessor lines dropped), so the
+Python side can never drift from the C API. The shared library is looked up
+in LLAMALITE_LIB (a path, for development builds), then beside this file
+(where `pip install` puts it).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cffi
+
+from .errors import LlamaliteError, UnsupportedModelError
+
+_HERE = Path(__file__).resolve().parent
+_LIB_NAMES = ("libllamalite.so", "libllamalite.dylib", "llamalite.dll")
+
+ffi = cffi.FFI()
+
+
+def _header_text() -> str:
+    for candidate in (_HERE / "llamalite.h", _HERE.parent / "csrc" / "llamalite.h"):
+        if candidate.is_file():
+            return candidate.read_text()
+    raise LlamaliteError("llamalite.h not found beside the package: the installation is incomplete")
+
+
+def _cdef_source(header: str) -> str:
+    """The header minus comments, preprocessor lines and C++-only blocks."""
+    header = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    header = re.sub(r"#ifdef __cplusplus.*?#endif", "", header, flags=re.S)
+    return "\n".join(ln for ln in header.splitlines() if not ln.lstrip().startswith("#"))
+
+
+def _find_library() -> str:
+    override = os.environ.get("LLAMALITE_LIB")
+    if override:
+        if not Path(override).is_file():
+            raise LlamaliteError(f"LLAMALITE_LIB={override} is not a file")
+        return override
+    for name in _LIB_NAMES:
+        if (_HERE / name).is_file():
+            return str(_HERE / name)
+    raise LlamaliteError(
+        "llamalite's C library was not found beside the package; install with "
+        "`pip install .` (or set LLAMALITE_LIB to a development build)")
+
+
+ffi.cdef(_cdef_source(_header_text()))
+lib = ffi.dlopen(_find_library())
+
+
+def last_error() -> str:
+    return ffi.string(lib.ll_last_error()).decode("utf-8", "replace")
+
+
+def check(rc: int) -> None:
+    """Turn a C status code into the matching Python exception."""
+    if rc == 0:
+        return
+    msg = last_error()
+    if rc == lib.LL_ERR_UNSUPPORTED:
+        raise UnsupportedModelError(msg)
+    if rc == lib.LL_ERR_NOMEM:
+        raise MemoryError(msg)
+    raise ValueError(msg)
+
+
+def set_isa(name: str | None) -> str:
+    """Select the kernels: 'scalar', 'avx2', 'neon', or None for the best available."""
+    check(lib.ll_set_isa(name.encode() if name else ffi.NULL))
+    return get_isa()
+
+
+def get_isa() -> str:
+    return ffi.string(lib.ll_get_isa()).decode()
+
+
+def isa_available(name: str) -> bool:
+    return bool(lib.ll_isa_available(name.encode()))
+
+
+def ptr(array, ctype: str = "void *"):
+    """A C pointer into a numpy array's (C-contiguous) buffer, no copy."""
+    return ffi.cast(ctype, ffi.from_buffer(array))
+
+
+_isa = os.environ.get("LLAMALITE_ISA")
+if _isa:
+    try:
+        set_isa(_isa)
+    except (ValueError, UnsupportedModelError) as e:
+        raise LlamaliteError(f"LLAMALITE_ISA={_isa}: {e}") from None

@@ -1,0 +1,19 @@
+"""The exceptions llamalite raises. Each also subclasses the builtin a user
+would catch for that kind of mistake."""
+
+
+class LlamaliteError(Exception):
+    """Base of every llamalite error."""
+
+
+class GGUFError(LlamaliteError, ValueError):
+    """A GGUF file is malformed, truncated or hostile; the message names the
+    field and byte offset."""
+
+
+class UnsupportedModelError(LlamaliteError, NotImplementedError):
+    """An architecture, tensor type or feature llamalite does not run."""
+
+
+class ContextOverflowError(LlamaliteError, ValueError):
+    """A prompt plus the tokens asked for do not fit the context window."""
