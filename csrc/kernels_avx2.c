@@ -17,6 +17,7 @@
  * sub-block scales while widening to int32. Horizontal sums happen once per
  * row, never inside the loops. */
 #include <immintrin.h>
+#include <stddef.h>
 #include "quants.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -56,9 +57,9 @@ static inline __m256i widen_pairs(__m256i p16) { return _mm256_madd_epi16(p16, _
 /* 16 bytes of packed nibbles -> 32 bytes: the low nibbles, then the high ones
  * (the legacy formats' element order) */
 static inline __m256i nibbles_32(const uint8_t *qs) {
-    const __m128i b = load128(qs);
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    /* a broadcast load and a per-lane shift keep this off the shuffle port */
+    const __m256i both = _mm256_broadcastsi128_si256(load128(qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
 }
 
 /* 32 bits -> 32 bytes, 0xff where bit k of the little-endian word is set */
@@ -247,82 +248,106 @@ FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 
 /* ---- legacy formats against Q8_0 / Q8_1 --------------------------------------- */
 
-/* The 32 weights of block b of each type as signed bytes (x Q8_0) or
- * unsigned bytes (x Q8_1). */
-static inline __m256i q4_0_weights(const block_q4_0 *x) {
-    return _mm256_sub_epi8(nibbles_32(x->qs), _mm256_set1_epi8(8));
+/* Each type's products of one block with 32 activation bytes, as 16 int16
+ * sums of adjacent pairs (what maddubs gives). */
+static inline __m256i block_mul_q4_0(const block_q4_0 *x, const int8_t *yq) {
+    /* (q - 8) * y as q * y - 8 * y: two unsigned products, cheaper than the sign trick */
+    const __m256i y = load256(yq);
+    return _mm256_sub_epi16(mul_u8_i8(nibbles_32(x->qs), y), mul_u8_i8(_mm256_set1_epi8(8), y));
 }
-static inline __m256i q5_0_weights(const block_q5_0 *x) {
-    /* nibble | 0xf0 is nibble - 16 as a signed byte: or it in where the 5th bit is clear */
-    const __m256i high = _mm256_andnot_si256(bits_32(x->qh), _mm256_set1_epi8((char)0xf0));
-    return _mm256_or_si256(nibbles_32(x->qs), high);
+static inline __m256i block_mul_q5_0(const block_q5_0 *x, const int8_t *yq) {
+    const __m256i y = load256(yq);
+    const __m256i q = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
+    return _mm256_sub_epi16(mul_u8_i8(q, y), mul_u8_i8(_mm256_set1_epi8(16), y));
 }
-static inline __m256i q8_0_weights(const block_q8_0 *x) { return load256(x->qs); }
-static inline __m256i iq4_nl_weights(const block_iq4_nl *x) {
+static inline __m256i block_mul_q8_0(const block_q8_0 *x, const int8_t *yq) {
+    return mul_i8_i8(load256(x->qs), load256(yq));
+}
+static inline __m256i block_mul_iq4_nl(const block_iq4_nl *x, const int8_t *yq) {
     const __m256i table = _mm256_broadcastsi128_si256(load128(ll_iq4nl_values));
-    return _mm256_shuffle_epi8(table, nibbles_32(x->qs));
+    return mul_i8_i8(_mm256_shuffle_epi8(table, nibbles_32(x->qs)), load256(yq));
 }
-static inline __m256i q4_1_weights(const block_q4_1 *x) { return nibbles_32(x->qs); }
-static inline __m256i q5_1_weights(const block_q5_1 *x) {
-    return _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
+static inline __m256i block_mul_q4_1(const block_q4_1 *x, const int8_t *yq) {
+    return mul_u8_i8(nibbles_32(x->qs), load256(yq));
+}
+static inline __m256i block_mul_q5_1(const block_q5_1 *x, const int8_t *yq) {
+    const __m256i q = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
+    return mul_u8_i8(q, load256(yq));
 }
 
-/* Signed weights x Q8_0: per block, d_x * d_y * sum(qx * qy); two blocks per
- * step in two accumulators so their latencies overlap. */
-#define DOT_X_Q8_0(name, block_t, WEIGHTS)                                             \
-    static void name(int64_t n, float *s, const void *vx, const void *vy) {           \
-        const block_t *x = vx;                                                         \
-        const block_q8_0 *y = vy;                                                      \
-        const int64_t nb = n / QK8_0;                                                  \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                 \
-        int64_t b = 0;                                                                 \
-        for (; b + 2 <= nb; b += 2) {                                                  \
-            const __m256i p0 = widen_pairs(mul_i8_i8(WEIGHTS(&x[b]), load256(y[b].qs))); \
-            const __m256i p1 = widen_pairs(mul_i8_i8(WEIGHTS(&x[b + 1]), load256(y[b + 1].qs))); \
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), _mm256_cvtepi32_ps(p0), acc0); \
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b + 1].d) * h2f(y[b + 1].d)), _mm256_cvtepi32_ps(p1), acc1); \
-        }                                                                              \
-        if (b < nb) {                                                                  \
-            const __m256i p0 = widen_pairs(mul_i8_i8(WEIGHTS(&x[b]), load256(y[b].qs))); \
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), _mm256_cvtepi32_ps(p0), acc0); \
-        }                                                                              \
-        *s = hsum_ps(_mm256_add_ps(acc0, acc1));                                       \
+/* Two blocks' pair sums -> 8 int32 partial sums, block a in lanes 0,1,4,5 and
+ * block b in lanes 2,3,6,7, so one conversion and one FMA serve both blocks.
+ * Narrow: pair sums below 8192 in magnitude, whose int16 hadd cannot
+ * overflow (4- and 5-bit weights); wide: any pair sums (8-bit weights). */
+static inline __m256i join_narrow(__m256i a, __m256i b) { return widen_pairs(_mm256_hadd_epi16(a, b)); }
+static inline __m256i join_wide(__m256i a, __m256i b) { return _mm256_hadd_epi32(widen_pairs(a), widen_pairs(b)); }
+
+static inline uint16_t half_at(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* hx * hy for the float16 fields at x, y of 4 consecutive blocks (strides in
+ * bytes): one F16C conversion instead of eight scalar ones, which otherwise
+ * cost as much as a 32-element block's integer dot. */
+static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t *y, size_t ys) {
+    const __m128i h = _mm_setr_epi16((short)half_at(x), (short)half_at(x + xs), (short)half_at(x + 2 * xs),
+                                     (short)half_at(x + 3 * xs), (short)half_at(y), (short)half_at(y + ys),
+                                     (short)half_at(y + 2 * ys), (short)half_at(y + 3 * ys));
+    const __m256 f = _mm256_cvtph_ps(h);
+    return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+/* [v[a], v[a], v[b], v[b], v[a], v[a], v[b], v[b]]: scales matching join_* */
+static inline __m256 pair_lanes(__m128 v, int a, int b) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_setr_epi32(a, a, b, b, a, a, b, b));
+}
+
+/* Per block d_x * d_y * (integer dot), four blocks per step; Q8_1 pairs add
+ * m_x * s_y, where s_y = d_y * sum(qy) was stored by the quantizer (m and s
+ * sit at offset 2 of both blocks). */
+#define LEGACY_DOT(name, block_t, act_t, BLOCK_MUL, JOIN, HAS_MIN)                    \
+    static void name(int64_t n, float *s, const void *vx, const void *vy) {          \
+        const block_t *x = vx;                                                        \
+        const act_t *y = vy;                                                          \
+        const int64_t nb = n / 32;                                                    \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                \
+        __m128 mins = _mm_setzero_ps();                                               \
+        int64_t b = 0;                                                                \
+        for (; b + 4 <= nb; b += 4) {                                                 \
+            const __m128 d = half_products_4((const uint8_t *)&x[b], sizeof *x,       \
+                                             (const uint8_t *)&y[b], sizeof *y);      \
+            if (HAS_MIN)                                                              \
+                mins = _mm_add_ps(mins, half_products_4((const uint8_t *)&x[b] + 2, sizeof *x, \
+                                                        (const uint8_t *)&y[b] + 2, sizeof *y)); \
+            const __m256i p01 = JOIN(BLOCK_MUL(&x[b], y[b].qs), BLOCK_MUL(&x[b + 1], y[b + 1].qs)); \
+            const __m256i p23 = JOIN(BLOCK_MUL(&x[b + 2], y[b + 2].qs), BLOCK_MUL(&x[b + 3], y[b + 3].qs)); \
+            acc0 = _mm256_fmadd_ps(pair_lanes(d, 0, 1), _mm256_cvtepi32_ps(p01), acc0);  \
+            acc1 = _mm256_fmadd_ps(pair_lanes(d, 2, 3), _mm256_cvtepi32_ps(p23), acc1);  \
+        }                                                                             \
+        float tail = 0.0f;                                                            \
+        for (; b < nb; b++) {                                                         \
+            const float d = h2f(half_at(&x[b])) * h2f(half_at(&y[b]));                \
+            const __m256i p = widen_pairs(BLOCK_MUL(&x[b], y[b].qs));                 \
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc0);   \
+            if (HAS_MIN) tail += h2f(half_at((const uint8_t *)&x[b] + 2)) * h2f(half_at((const uint8_t *)&y[b] + 2)); \
+        }                                                                             \
+        const __m128 m2 = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));                \
+        const float msum = _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2))) + tail; \
+        *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + msum;                               \
     }
 
-DOT_X_Q8_0(dot_q4_0, block_q4_0, q4_0_weights)
-DOT_X_Q8_0(dot_q5_0, block_q5_0, q5_0_weights)
-DOT_X_Q8_0(dot_q8_0, block_q8_0, q8_0_weights)
-DOT_X_Q8_0(dot_iq4_nl, block_iq4_nl, iq4_nl_weights)
-#undef DOT_X_Q8_0
+static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2,
+              "the Q8_1 dots read m and s at offset 2");
 
-/* Unsigned weights with a min x Q8_1: d_x * d_y * sum(qx * qy) + m_x * s_y,
- * where s_y = d_y * sum(qy) was stored by the quantizer. */
-#define DOT_X_Q8_1(name, block_t, WEIGHTS)                                             \
-    static void name(int64_t n, float *s, const void *vx, const void *vy) {           \
-        const block_t *x = vx;                                                         \
-        const block_q8_1 *y = vy;                                                      \
-        const int64_t nb = n / QK8_1;                                                  \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                 \
-        float mins = 0.0f;                                                             \
-        int64_t b = 0;                                                                 \
-        for (; b + 2 <= nb; b += 2) {                                                  \
-            const __m256i p0 = widen_pairs(mul_u8_i8(WEIGHTS(&x[b]), load256(y[b].qs))); \
-            const __m256i p1 = widen_pairs(mul_u8_i8(WEIGHTS(&x[b + 1]), load256(y[b + 1].qs))); \
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), _mm256_cvtepi32_ps(p0), acc0); \
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b + 1].d) * h2f(y[b + 1].d)), _mm256_cvtepi32_ps(p1), acc1); \
-            mins += h2f(x[b].m) * h2f(y[b].s) + h2f(x[b + 1].m) * h2f(y[b + 1].s);    \
-        }                                                                              \
-        if (b < nb) {                                                                  \
-            const __m256i p0 = widen_pairs(mul_u8_i8(WEIGHTS(&x[b]), load256(y[b].qs))); \
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), _mm256_cvtepi32_ps(p0), acc0); \
-            mins += h2f(x[b].m) * h2f(y[b].s);                                         \
-        }                                                                              \
-        *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + mins;                                \
-    }
-
-DOT_X_Q8_1(dot_q4_1, block_q4_1, q4_1_weights)
-DOT_X_Q8_1(dot_q5_1, block_q5_1, q5_1_weights)
-#undef DOT_X_Q8_1
+LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_mul_q4_0, join_narrow, 0)
+LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_mul_q5_0, join_narrow, 0)
+LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_mul_q8_0, join_wide, 0)
+LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_mul_iq4_nl, join_wide, 0)
+LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_mul_q4_1, join_narrow, 1)
+LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_mul_q5_1, join_narrow, 1)
+#undef LEGACY_DOT
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
 
@@ -588,7 +613,7 @@ static inline void store_scaled_i8(__m256i q, __m256 d, float *y) {
 
 static void to_float_q4_0(const void *vx, float *y, int64_t n) {
     const block_q4_0 *x = vx;
-    for (int64_t b = 0; b < n / QK4_0; b++) store_scaled_i8(q4_0_weights(&x[b]), _mm256_set1_ps(h2f(x[b].d)), y + b * QK4_0);
+    for (int64_t b = 0; b < n / QK4_0; b++) store_scaled_i8(_mm256_sub_epi8(nibbles_32(x[b].qs), _mm256_set1_epi8(8)), _mm256_set1_ps(h2f(x[b].d)), y + b * QK4_0);
 }
 
 static void to_float_q8_0(const void *vx, float *y, int64_t n) {
