@@ -56,11 +56,9 @@ const char *ll_last_error(void);
 /* Block size (elements) and block bytes of a type; LL_ERR_UNSUPPORTED if we don't run it. */
 int ll_type_info(int type, int64_t *block_size, int64_t *type_size, int *vec_dot_type);
 
-/* Conversions. ll_quantize is the scalar reference (the definition of each
- * format); ll_dequantize runs the current ISA's dequantizer, which is
- * bit-identical to the scalar one. n is the element count, a multiple of the
- * block size; src_bytes/dst_bytes are the buffers' lengths and must match
- * exactly what n elements need. */
+/* Scalar reference conversions, the definition of each format.
+ * n is the element count, a multiple of the block size; src_bytes/dst_bytes
+ * are the buffers' lengths and must match exactly what n elements need. */
 int ll_dequantize(int type, const void *src, size_t src_bytes, float *dst, int64_t n);
 int ll_quantize(int type, const float *src, int64_t n, void *dst, size_t dst_bytes);
 

@@ -97,7 +97,7 @@ int ll_dequantize(int type, const void *src, size_t src_bytes, float *dst, int64
     if (!t) return ll_error(LL_ERR_UNSUPPORTED, "tensor type %d is not supported", type);
     int rc = check_buffer(t, n, src_bytes, "source");
     if (rc) return rc;
-    ll_active->to_float[type](src, dst, n); /* every ISA's dequantizer equals the scalar one */
+    t->to_float(src, dst, n);
     return LL_OK;
 }
 
