@@ -111,7 +111,7 @@ static float fit_symmetric_refined(const float *x, int n, int nmax, int8_t *L) {
         for (int i = 0; i < n; i++) {
             const float w = x[i] * x[i];
             float slx = sumlx - w * x[i] * L[i];
-            if (slx > 0) { /* (as written, a NaN skips the element, as in llama.cpp) */
+            if (slx > 0) { /* not "<= 0: skip", so that a NaN skips too, as in llama.cpp */
                 float sl2 = suml2 - w * L[i] * L[i];
                 const int l = clampi(round_nearest(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (l != L[i]) {
