@@ -63,9 +63,10 @@ def vec_dot(wt: T, n: int, w: np.ndarray, act: np.ndarray) -> float:
     return out[0]
 
 
-def dequantize(t: T, raw: np.ndarray, n: int) -> np.ndarray:
+def to_float(t: T, raw: np.ndarray, n: int) -> np.ndarray:
+    """The current ISA's dequantizer."""
     out = np.empty(n, dtype=np.float32)
-    _native.check(lib.ll_dequantize(int(t), _native.ptr(raw), raw.nbytes, _native.ptr(out, "float *"), n))
+    _native.check(lib.ll_to_float(int(t), _native.ptr(raw), raw.nbytes, _native.ptr(out, "float *"), n))
     return out
 
 
@@ -281,8 +282,8 @@ def test_dequantize_matches_scalar(isa, t, data):
     nb = data.draw(st.integers(1, 8 if bs == 256 else 40))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     raw = rng.integers(0, 256, nb * ts, dtype=np.uint8)
-    want = on("scalar", dequantize, t, raw, nb * bs)
-    got = on(isa, dequantize, t, raw, nb * bs)
+    want = on("scalar", to_float, t, raw, nb * bs)
+    got = on(isa, to_float, t, raw, nb * bs)
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
@@ -294,7 +295,7 @@ def test_dequantize_matches_gguf(isa, t, data):
     n = data.draw(st.integers(1, 8 if bs == 256 else 40)) * (bs if bs > 1 else 8)
     raw = random_weights(t, n, np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))))
     want = gguf.quants.dequantize(raw, t).reshape(-1)
-    np.testing.assert_allclose(on(isa, dequantize, t, raw, n), want, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(on(isa, to_float, t, raw, n), want, rtol=1e-6, atol=0)
 
 
 # ---- matmul --------------------------------------------------------------------------
