@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from pathlib import Path
 
 import gguf
 import numpy as np
@@ -17,7 +16,6 @@ from llamalite.gguf import GGUFReader, GGUFValueType, GGUFWriter
 from llamalite.quants import SUPPORTED, TYPE_INFO, GGMLType
 
 V = GGUFValueType
-MODEL_CACHE = Path.home() / ".cache" / "llamalite" / "models"
 
 # One value of every type (at its extremes where it has them), arrays of every
 # type, nested and empty arrays: key -> (value, forced type or None, leaf type).
@@ -409,27 +407,10 @@ def test_reads_files_written_by_gguf_package(tmp_path):
 
 # ----------------------------------------------------------------------------- real models
 
-def model_path(request, fixture: str, filename: str) -> Path:
-    """The lead's fixture when conftest has it, else the shared model cache."""
-    try:
-        return Path(request.getfixturevalue(fixture))
-    except pytest.FixtureLookupError:
-        path = MODEL_CACHE / filename
-        if not path.is_file():
-            pytest.skip(f"{filename} is not in {MODEL_CACHE} (see MODELS.md)")
-        return path
-
-
-REAL_MODELS = {
-    "smollm2": ("smollm2_path", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3": ("gemma3_path", "gemma-3-270m-q4_k_m.gguf"),
-}
-
-
-@pytest.fixture(scope="module", params=list(REAL_MODELS))
+@pytest.fixture(scope="module", params=["smollm2_path", "gemma3_path"])
 def real_model(request):
-    fixture, filename = REAL_MODELS[request.param]
-    return model_path(request, fixture, filename)
+    """Each real model (conftest fetches and caches them)."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
