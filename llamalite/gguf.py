@@ -67,7 +67,10 @@ _DTYPE = {
     V.FLOAT32: np.dtype("<f4"), V.BOOL: np.dtype("<u1"), V.UINT64: np.dtype("<u8"),
     V.INT64: np.dtype("<i8"), V.FLOAT64: np.dtype("<f8"),
 }
-_STRUCT = {t: struct.Struct("<" + d.char if t != V.BOOL else "<?") for t, d in _DTYPE.items()}
+_STRUCT = {t: struct.Struct("<" + c) for t, c in (
+    (V.UINT8, "B"), (V.INT8, "b"), (V.UINT16, "H"), (V.INT16, "h"), (V.UINT32, "I"),
+    (V.INT32, "i"), (V.FLOAT32, "f"), (V.BOOL, "?"), (V.UINT64, "Q"), (V.INT64, "q"),
+    (V.FLOAT64, "d"))}
 #: The fewest bytes one element of each type takes in a file: a string is at
 #: least its length field, an array at least its type and count.
 _MIN_SIZE = {**{t: d.itemsize for t, d in _DTYPE.items()}, V.STRING: 8, V.ARRAY: 12}
@@ -159,9 +162,16 @@ class _Header:
     def string(self, what: str) -> str:
         start = self.pos
         n = self.u64(f"{what} (length)")
-        self.need(n, what)
+        self.check_length(n, start, what)
         self.pos += n
         return self._decode(start + 8, n, what)
+
+    def check_length(self, n: int, start: int, what: str) -> None:
+        """A string of length `n` (its length field at `start`) must fit what is left."""
+        left = self.size - start - 8
+        if n > left:
+            raise self.error(what, start, f"string length {n} is more than the {left} bytes "
+                                          f"left in the file")
 
     def _decode(self, at: int, n: int, what: str) -> str:
         try:
@@ -225,8 +235,7 @@ class _Header:
             (n,) = unpack(mm, pos)
             pos += 8
             if n > size - pos:
-                self.pos = pos
-                self.need(n, f"{what}[{i}]")
+                self.check_length(n, pos - 8, f"{what}[{i}]")
             try:
                 append(mm[pos:pos + n].decode("utf-8"))
             except UnicodeDecodeError:
@@ -477,27 +486,27 @@ def _encode_scalar(out: bytearray, vtype: GGUFValueType, value: Any, key: str) -
 
 
 def _encode_numbers(out: bytearray, leaf: GGUFValueType, items: Any, key: str) -> None:
-    """A flat array of fixed-size values, converted by numpy in one go."""
+    """A flat array of fixed-size values, checked and converted by numpy in one go
+    (Python ints are never routed through float64, which would round 2**64-1)."""
     if isinstance(items, (bytes, bytearray)):
         items = np.frombuffer(items, np.uint8)
-    arr = np.asarray(items)
-    if arr.ndim != 1:
-        raise ValueError(f"metadata {key!r}: arrays of {leaf.name} must be flat")
-    if arr.size:
-        if leaf == GGUFValueType.BOOL:
-            if arr.dtype != np.bool_:
-                raise ValueError(f"metadata {key!r}: BOOL arrays need bools")
-        elif leaf in _INT_RANGE:
-            if arr.dtype.kind not in "iub":
-                if arr.dtype.kind != "O" or not all(isinstance(v, (int, np.integer))
-                                                    for v in arr.tolist()):
-                    raise ValueError(f"metadata {key!r}: {leaf.name} arrays need integers")
-            lo, hi = _INT_RANGE[leaf]
-            if int(arr.min()) < lo or int(arr.max()) > hi:
-                raise ValueError(f"metadata {key!r}: values do not fit {leaf.name}")
-        elif arr.dtype.kind not in "iubf":
-            raise ValueError(f"metadata {key!r}: {leaf.name} arrays need numbers")
-    out += arr.astype(_DTYPE[leaf], copy=False).tobytes()
+    is_int = leaf in _INT_RANGE
+    if isinstance(items, np.ndarray):
+        if items.ndim != 1:
+            raise ValueError(f"metadata {key!r}: arrays of {leaf.name} must be flat")
+        kinds = "b" if leaf == GGUFValueType.BOOL else "iub" if is_int else "iubf"
+        fits = items.size == 0 or items.dtype.kind in kinds
+    else:
+        accepted = ((bool, np.bool_) if leaf == GGUFValueType.BOOL else
+                    (int, np.integer) if is_int else (int, float, np.integer, np.floating))
+        fits = all(isinstance(v, accepted) for v in items)
+    if not fits:
+        raise ValueError(f"metadata {key!r}: elements do not suit a {leaf.name} array")
+    if is_int and len(items):
+        lo, hi = _INT_RANGE[leaf]
+        if int(min(items)) < lo or int(max(items)) > hi:
+            raise ValueError(f"metadata {key!r}: values do not fit {leaf.name}")
+    out += np.array(items, dtype=_DTYPE[leaf]).tobytes()
 
 
 def _encode_array(out: bytearray, leaf: GGUFValueType, items: Any, key: str,
