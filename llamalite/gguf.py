@@ -60,17 +60,13 @@ class GGUFValueType(enum.IntEnum):
 
 
 V = GGUFValueType
-#: Little-endian numpy dtype of each fixed-size value type (BOOL is one byte).
-_DTYPE = {
-    V.UINT8: np.dtype("<u1"), V.INT8: np.dtype("<i1"), V.UINT16: np.dtype("<u2"),
-    V.INT16: np.dtype("<i2"), V.UINT32: np.dtype("<u4"), V.INT32: np.dtype("<i4"),
-    V.FLOAT32: np.dtype("<f4"), V.BOOL: np.dtype("<u1"), V.UINT64: np.dtype("<u8"),
-    V.INT64: np.dtype("<i8"), V.FLOAT64: np.dtype("<f8"),
-}
+#: struct format of each fixed-size value type, little-endian.
 _STRUCT = {t: struct.Struct("<" + c) for t, c in (
     (V.UINT8, "B"), (V.INT8, "b"), (V.UINT16, "H"), (V.INT16, "h"), (V.UINT32, "I"),
     (V.INT32, "i"), (V.FLOAT32, "f"), (V.BOOL, "?"), (V.UINT64, "Q"), (V.INT64, "q"),
     (V.FLOAT64, "d"))}
+#: The same as numpy dtypes; BOOL is read as bytes, since any non-zero byte is true.
+_DTYPE = {t: np.dtype(s.format.replace("?", "B")) for t, s in _STRUCT.items()}
 #: The fewest bytes one element of each type takes in a file: a string is at
 #: least its length field, an array at least its type and count.
 _MIN_SIZE = {**{t: d.itemsize for t, d in _DTYPE.items()}, V.STRING: 8, V.ARRAY: 12}

@@ -11,7 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
-from llamalite import GGUFError, UnsupportedModelError
+from llamalite import UnsupportedModelError
 from llamalite.gguf import GGUFReader, GGUFValueType, GGUFWriter
 from llamalite.quants import SUPPORTED, TYPE_INFO, GGMLType
 
@@ -106,7 +106,8 @@ def assert_matches_gguf(path, theirs=None):
             if t.tensor_type != gguf.GGMLQuantizationType.Q8_1:
                 # gguf's table gives Q8_1 the 40-byte float layout ggml dropped; ggml's is 36
                 assert mine.nbytes == t.n_bytes, t.name
-                assert np.array_equal(mine.data, np.asarray(t.data).reshape(-1).view(np.uint8)), t.name
+                their_bytes = np.asarray(t.data).reshape(-1).view(np.uint8)
+                assert np.array_equal(mine.data, their_bytes), t.name
 
 
 def write_all_metadata(path, alignment=32):
@@ -188,7 +189,8 @@ def test_tensors_of_every_type_round_trip(tmp_path):
             w.add_tensor(t.name, written[t.name][2], type=t, shape=shape)
         written["f32"] = (GGMLType.F32, (2, 3, 5), rng.standard_normal((2, 3, 5), np.float32))
         written["f16"] = (GGMLType.F16, (7,), rng.standard_normal(7).astype(np.float16))
-        written["i32.4d"] = (GGMLType.I32, (1, 2, 3, 4), np.arange(24, dtype=np.int32).reshape(1, 2, 3, 4))
+        written["i32.4d"] = (GGMLType.I32, (1, 2, 3, 4),
+                             np.arange(24, dtype=np.int32).reshape(1, 2, 3, 4))
         written["empty"] = (GGMLType.F32, (0, 4), np.zeros((0, 4), np.float32))
         for name in ("f32", "f16", "i32.4d", "empty"):
             w.add_tensor(name, written[name][2])

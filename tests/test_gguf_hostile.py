@@ -54,14 +54,15 @@ for path in sys.stdin.read().split("\n"):
 
 def parse_in_child(paths: list[Path], timeout: float = 120) -> dict[str, tuple[str, str]]:
     """Outcome and message per file, parsed in one child process that must exit cleanly."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               OPENBLAS_NUM_THREADS="1")
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=pythonpath, OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", CHILD], input="\n".join(map(str, paths)),
                           capture_output=True, text=True, timeout=timeout, env=env)
     results = {p: (o, m) for p, o, m in map(json.loads, proc.stdout.splitlines())}
+    next_path = paths[len(results)] if len(results) < len(paths) else "-"
     assert proc.returncode == 0, (
         f"child exited with {proc.returncode} after {len(results)} of {len(paths)} files "
-        f"(next: {paths[len(results)] if len(results) < len(paths) else '-'}):\n{proc.stderr[-2000:]}")
+        f"(next: {next_path}):\n{proc.stderr[-2000:]}")
     assert len(results) == len(paths)
     return results
 
@@ -223,18 +224,19 @@ HOSTILE = {
     "alignment 2**31+1": (header(0, 1) + kv("general.alignment", UINT32, u32(2**31 + 1)),
                           "power of two"),
     "alignment int32": (header(0, 1) + kv("general.alignment", INT32, u32(32)), "uint32"),
-    "alignment array": (header(0, 1) + kv("general.alignment", ARRAY, u32(UINT32) + u64(1) + u32(32)),
-                        "uint32"),
+    "alignment array": (header(0, 1) + kv("general.alignment", ARRAY,
+                                          u32(UINT32) + u64(1) + u32(32)), "uint32"),
     # tensor table
     "huge tensor name": (header(1, 0) + u64(BIG) + bytes(64), "tensor name #0"),
     "tensor name not utf-8": (with_data(header(1, 0) + tensor_info(b"\xc0\xaf", [4])), "UTF-8"),
-    "duplicate tensor": (with_data(header(2, 0) + tensor_info("t", [4]) + tensor_info("t", [4], offset=32)),
-                         "duplicate tensor name"),
+    "duplicate tensor": (with_data(header(2, 0) + tensor_info("t", [4])
+                                   + tensor_info("t", [4], offset=32)), "duplicate tensor name"),
     "5 dims": (with_data(header(1, 0) + tensor_info("t", [1, 1, 1, 1, 1])), "n_dims 5"),
     "2**32-1 dims": (with_data(header(1, 0) + gstr("t") + u32(2**32 - 1) + bytes(64)), "n_dims"),
     "dims past the end": (header(1, 0) + gstr("t") + u32(4) + u64(1) * 3, "dims"),
     "negative dim": (with_data(header(1, 0) + tensor_info("t", [4, 2**63])), "negative"),
-    "element count overflow": (with_data(header(1, 0) + tensor_info("t", [2**32, 2**32])), "overflows"),
+    "element count overflow": (with_data(header(1, 0) + tensor_info("t", [2**32, 2**32])),
+                               "overflows"),
     "element count overflow, 4 dims": (
         with_data(header(1, 0) + tensor_info("t", [2**16, 2**16, 2**16, 2**15])), "overflows"),
     "unknown tensor type": (with_data(header(1, 0) + tensor_info("t", [4], ttype=99)),
@@ -256,8 +258,8 @@ HOSTILE = {
     "data past the end": (with_data(header(1, 0) + tensor_info("t", [65]), n_bytes=256),
                           "past the end"),
     "huge tensor": (with_data(header(1, 0) + tensor_info("t", [2**40, 2**20])), "past the end"),
-    "overlapping tensors": (with_data(header(2, 0) + tensor_info("a", [16]) + tensor_info("b", [4], offset=32)),
-                            "overlaps tensor 'a'"),
+    "overlapping tensors": (with_data(header(2, 0) + tensor_info("a", [16])
+                                      + tensor_info("b", [4], offset=32)), "overlaps tensor 'a'"),
     "same offset": (with_data(header(2, 0) + tensor_info("a", [4]) + tensor_info("b", [4])),
                     "overlaps"),
     "no data section": (with_data(header(1, 0) + tensor_info("t", [8]), n_bytes=0),
