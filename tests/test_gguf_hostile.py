@@ -12,7 +12,6 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -302,7 +301,9 @@ def test_errors_are_value_errors(tmp_path):
         GGUFReader(path)
 
 
-_MUTANT_DIR = tempfile.mkdtemp(prefix="gguf-hostile-")
+@pytest.fixture(scope="module")
+def mutant_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("mutants") / "mutant.gguf"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -311,7 +312,7 @@ _MUTANT_DIR = tempfile.mkdtemp(prefix="gguf-hostile-")
        cut=st.one_of(st.none(), st.integers(0, 10**6)),
        insert=st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.binary(min_size=1,
                                                                                   max_size=9))))
-def test_hypothesis_mutations_give_gguf_error_or_parse(valid, edits, cut, insert):
+def test_hypothesis_mutations_give_gguf_error_or_parse(valid, mutant_path, edits, cut, insert):
     """Structured mutations (bytes set to boundary values, cuts, insertions) of
     the valid file, parsed in this process: a GGUFError or a clean parse."""
     path, _ = valid
@@ -325,10 +326,9 @@ def test_hypothesis_mutations_give_gguf_error_or_parse(valid, edits, cut, insert
         blob[at % table_end:at % table_end] = extra
     if cut is not None:
         del blob[cut % len(blob):]
-    mutant = Path(_MUTANT_DIR) / "mutant.gguf"
-    mutant.write_bytes(bytes(blob))
+    mutant_path.write_bytes(bytes(blob))
     try:
-        with GGUFReader(mutant) as r:
+        with GGUFReader(mutant_path) as r:
             for t in r.tensors.values():
                 assert t.data.nbytes == t.nbytes and t.offset + t.nbytes <= len(blob)
     except GGUFError as e:
