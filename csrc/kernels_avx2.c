@@ -12,10 +12,13 @@
  *
  * Integer recipe: _mm256_maddubs_epi16 multiplies unsigned by signed bytes and
  * adds pairs into int16; it saturates only above 32767, which two products of
- * magnitude <= 128 * 127 never reach. Signed weights use the sign trick
- * (|w| times y carrying w's sign). _mm256_madd_epi16 then applies int16
- * sub-block scales while widening to int32. Horizontal sums happen once per
- * row, never inside the loops. */
+ * magnitude <= 128 * 127 never reach. Signed weights either use the sign
+ * trick (|w| times y carrying w's sign, exact because our quantizers never
+ * produce an activation of -128 from NaN-free input) or an offset
+ * ((q - 8) * y = q * y - 8 * y, and the k-quants' -32 or -4 through the
+ * bsums). _mm256_madd_epi16 then applies int16 sub-block scales while
+ * widening to int32. Horizontal sums happen once per row, never inside the
+ * loops. */
 #include <immintrin.h>
 #include <stddef.h>
 #include "quants.h"
