@@ -34,6 +34,11 @@ static inline float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+static inline float hsum_ps128(__m128 v) {
+    const __m128 s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
 static inline float hmax_ps(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -92,8 +97,17 @@ static const uint8_t word_shuffle[8][32] = {
 #undef W8
 #undef W2
 
-static inline __m256i scale_pair(__m256i s, int j) { return _mm256_shuffle_epi8(s, load256(pair_shuffle[j])); }
-static inline __m256i scale_word(__m256i s, int k) { return _mm256_shuffle_epi8(s, load256(word_shuffle[k])); }
+static inline __m256i scale_pair(__m256i s, int j) {
+    return _mm256_shuffle_epi8(s, load256(pair_shuffle[j]));
+}
+static inline __m256i scale_word(__m256i s, int k) {
+    return _mm256_shuffle_epi8(s, load256(word_shuffle[k]));
+}
+
+/* sum + scale * (u * y) per int16 pair: one sub-block's scaled products */
+static inline __m256i add_scaled(__m256i sum, __m256i scale, __m256i u, const int8_t *y) {
+    return _mm256_add_epi32(sum, _mm256_madd_epi16(scale, mul_u8_i8(u, load256(y))));
+}
 
 /* [lo | lo] from the low 128 bits */
 static inline __m256i dup_lo(__m256i v) { return _mm256_permute4x64_epi64(v, 0x44); }
@@ -116,7 +130,8 @@ static inline __m256i pack_low_bytes(__m256i a, __m256i b, __m256i c, __m256i d)
     const __m256i ff = _mm256_set1_epi32(0xff);
     const __m256i ab = _mm256_packus_epi32(_mm256_and_si256(a, ff), _mm256_and_si256(b, ff));
     const __m256i cd = _mm256_packus_epi32(_mm256_and_si256(c, ff), _mm256_and_si256(d, ff));
-    return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
 }
 
 /* One block of 32 for Q8_0 / Q8_1: d = amax / 127, qs = roundf(x / d).
@@ -159,7 +174,8 @@ static void quantize_q8_1(const float *x, void *vy, int64_t n) {
  * in the low mantissa bits, which are then read back as the integer. */
 static inline __m256i nearest_int_epi32(__m256 v) {
     const __m256i bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12582912.0f)));
-    return _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+    const __m256i mantissa = _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff));
+    return _mm256_sub_epi32(mantissa, _mm256_set1_epi32(0x00400000));
 }
 
 /* bsums of a Q8_K block from its 256 quants: the sum of each 16 */
@@ -184,8 +200,10 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     block_q8_K *y = vy;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int k = 0; k < 32; k++) acc[k & 3] = _mm256_max_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), acc[k & 3]);
-        const float amax = hmax_ps(_mm256_max_ps(_mm256_max_ps(acc[0], acc[1]), _mm256_max_ps(acc[2], acc[3])));
+        for (int k = 0; k < 32; k++)
+            acc[k & 3] = _mm256_max_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), acc[k & 3]);
+        const float amax =
+            hmax_ps(_mm256_max_ps(_mm256_max_ps(acc[0], acc[1]), _mm256_max_ps(acc[2], acc[3])));
         if (amax == 0.0f) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
@@ -193,7 +211,8 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
         float max = 0.0f;
         const __m256 vamax = _mm256_set1_ps(amax);
         for (int k = 0; k < 32; k++) {
-            const int m = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), vamax, _CMP_EQ_OQ));
+            const __m256 ax = abs_ps(_mm256_loadu_ps(x + 8 * k));
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(ax, vamax, _CMP_EQ_OQ));
             if (m) {
                 max = x[8 * k + __builtin_ctz((unsigned)m)];
                 break;
@@ -204,8 +223,10 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
         const __m256i top = _mm256_set1_epi32(127);
         for (int c = 0; c < 8; c++) {
             __m256i q[4];
-            for (int k = 0; k < 4; k++)
-                q[k] = _mm256_min_epi32(nearest_int_epi32(_mm256_mul_ps(vis, _mm256_loadu_ps(x + 32 * c + 8 * k))), top);
+            for (int k = 0; k < 4; k++) {
+                const __m256 v = _mm256_mul_ps(vis, _mm256_loadu_ps(x + 32 * c + 8 * k));
+                q[k] = _mm256_min_epi32(nearest_int_epi32(v), top);
+            }
             _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * c), pack_low_bytes(q[0], q[1], q[2], q[3]));
         }
         q8_K_bsums(y[b].qs, y[b].bsums);
@@ -235,7 +256,9 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     }
 
 static inline __m256 load8_f32(const void *x, int64_t i) { return _mm256_loadu_ps((const float *)x + i); }
-static inline __m256 load8_f16(const void *x, int64_t i) { return _mm256_cvtph_ps(load128((const ll_half *)x + i)); }
+static inline __m256 load8_f16(const void *x, int64_t i) {
+    return _mm256_cvtph_ps(load128((const ll_half *)x + i));
+}
 static inline __m256 load8_bf16(const void *x, int64_t i) {
     const __m256i w = _mm256_cvtepu16_epi32(load128((const uint16_t *)x + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
@@ -258,9 +281,14 @@ static inline __m256i block_mul_q4_0(const block_q4_0 *x, const int8_t *yq) {
     const __m256i y = load256(yq);
     return _mm256_sub_epi16(mul_u8_i8(nibbles_32(x->qs), y), mul_u8_i8(_mm256_set1_epi8(8), y));
 }
+/* Q5_0 / Q5_1's unsigned 5-bit quants: nibble | bit k of qh << 4 */
+static inline __m256i q5_quants(const uint8_t *qs, const uint8_t *qh) {
+    return _mm256_or_si256(nibbles_32(qs), _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10)));
+}
+
 static inline __m256i block_mul_q5_0(const block_q5_0 *x, const int8_t *yq) {
     const __m256i y = load256(yq);
-    const __m256i q = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
+    const __m256i q = q5_quants(x->qs, x->qh);
     return _mm256_sub_epi16(mul_u8_i8(q, y), mul_u8_i8(_mm256_set1_epi8(16), y));
 }
 static inline __m256i block_mul_q8_0(const block_q8_0 *x, const int8_t *yq) {
@@ -274,8 +302,7 @@ static inline __m256i block_mul_q4_1(const block_q4_1 *x, const int8_t *yq) {
     return mul_u8_i8(nibbles_32(x->qs), load256(yq));
 }
 static inline __m256i block_mul_q5_1(const block_q5_1 *x, const int8_t *yq) {
-    const __m256i q = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
-    return mul_u8_i8(q, load256(yq));
+    return mul_u8_i8(q5_quants(x->qs, x->qh), load256(yq));
 }
 
 /* Two blocks' pair sums -> 8 int32 partial sums, block a in lanes 0,1,4,5 and
@@ -283,7 +310,9 @@ static inline __m256i block_mul_q5_1(const block_q5_1 *x, const int8_t *yq) {
  * Narrow: pair sums below 8192 in magnitude, whose int16 hadd cannot
  * overflow (4- and 5-bit weights); wide: any pair sums (8-bit weights). */
 static inline __m256i join_narrow(__m256i a, __m256i b) { return widen_pairs(_mm256_hadd_epi16(a, b)); }
-static inline __m256i join_wide(__m256i a, __m256i b) { return _mm256_hadd_epi32(widen_pairs(a), widen_pairs(b)); }
+static inline __m256i join_wide(__m256i a, __m256i b) {
+    return _mm256_hadd_epi32(widen_pairs(a), widen_pairs(b));
+}
 
 static inline uint16_t half_at(const void *p) {
     uint16_t h;
@@ -331,14 +360,13 @@ static inline __m256 pair_lanes(__m128 v, int a, int b) {
         }                                                                             \
         float tail = 0.0f;                                                            \
         for (; b < nb; b++) {                                                         \
-            const float d = h2f(half_at(&x[b])) * h2f(half_at(&y[b]));                \
+            const uint8_t *xb = (const uint8_t *)&x[b], *yb = (const uint8_t *)&y[b]; \
+            const float d = h2f(half_at(xb)) * h2f(half_at(yb));                      \
             const __m256i p = widen_pairs(BLOCK_MUL(&x[b], y[b].qs));                 \
             acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc0);   \
-            if (HAS_MIN) tail += h2f(half_at((const uint8_t *)&x[b] + 2)) * h2f(half_at((const uint8_t *)&y[b] + 2)); \
+            if (HAS_MIN) tail += h2f(half_at(xb + 2)) * h2f(half_at(yb + 2));         \
         }                                                                             \
-        const __m128 m2 = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));                \
-        const float msum = _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2))) + tail; \
-        *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + msum;                               \
+        *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + (hsum_ps128(mins) + tail);          \
     }
 
 static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2,
@@ -366,7 +394,8 @@ static void dot_q2_K(int64_t n, float *s, const void *vx, const void *vy) {
         const float dmin = y[i].d * h2f(x[i].dmin);
         const __m128i packed = load128(x[i].scales);
         const __m256i scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0f)));
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
+        const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
+        const __m256i mins = _mm256_cvtepu8_epi16(mins8);
         const __m256i msum = _mm256_madd_epi16(mins, load256(y[i].bsums));
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
@@ -375,7 +404,7 @@ static void dot_q2_K(int64_t n, float *s, const void *vx, const void *vy) {
             const __m256i bits = load256(x[i].qs + 32 * h);
             for (int j = 0; j < 4; j++, q8 += 32) {
                 const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_pair(sc, j), mul_u8_i8(q, load256(q8))));
+                sumi = add_scaled(sumi, scale_pair(sc, j), q, q8);
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -420,7 +449,7 @@ static void dot_q3_K(int64_t n, float *s, const void *vx, const void *vy) {
             for (int j = 0; j < 4; j++, q8 += 32) {
                 const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3),
                                                   _mm256_and_si256(hb, m4));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_pair(sc, j), mul_u8_i8(q, load256(q8))));
+                sumi = add_scaled(sumi, scale_pair(sc, j), q, q8);
                 hb = _mm256_srli_epi16(hb, 1);
             }
         }
@@ -466,13 +495,12 @@ static void dot_q4_K(int64_t n, float *s, const void *vx, const void *vy) {
             const __m256i bits = load256(x[i].qs + 32 * j);
             const __m256i lo = _mm256_and_si256(bits, m15);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m15);
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_word(sc, 2 * j), mul_u8_i8(lo, load256(q8))));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_word(sc, 2 * j + 1), mul_u8_i8(hi, load256(q8 + 32))));
+            sum0 = add_scaled(sum0, scale_word(sc, 2 * j), lo, q8);
+            sum1 = add_scaled(sum1, scale_word(sc, 2 * j + 1), hi, q8 + 32);
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1)), acc);
     }
-    const __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    *s = hsum_ps(acc) - _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+    *s = hsum_ps(acc) - hsum_ps128(acc_m);
 }
 
 /* Q5_K: as Q4_K with a fifth bit from qh: bit 2j of qh[l] for the low
@@ -496,17 +524,33 @@ static void dot_q5_K(int64_t n, float *s, const void *vx, const void *vy) {
         __m256i sum0 = _mm256_setzero_si256(), sum1 = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++, q8 += 64) {
             const __m256i bits = load256(x[i].qs + 32 * j);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m15), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m16));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m15),
+                                               _mm256_and_si256(_mm256_slli_epi16(hb, 4), m16));
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m15),
                                                _mm256_and_si256(_mm256_slli_epi16(hb, 3), m16));
             hb = _mm256_srli_epi16(hb, 2);
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_word(sc, 2 * j), mul_u8_i8(lo, load256(q8))));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_word(sc, 2 * j + 1), mul_u8_i8(hi, load256(q8 + 32))));
+            sum0 = add_scaled(sum0, scale_word(sc, 2 * j), lo, q8);
+            sum1 = add_scaled(sum1, scale_word(sc, 2 * j + 1), hi, q8 + 32);
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1)), acc);
     }
-    const __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    *s = hsum_ps(acc) - _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+    *s = hsum_ps(acc) - hsum_ps128(acc_m);
+}
+
+/* Q6_K's 128 unsigned 6-bit quants of half h (0..63) as 4 x 32 bytes, in
+ * element order: 4 low bits from ql, 2 high bits from qh */
+static inline void q6_K_quants(const block_q6_K *x, int h, __m256i q[4]) {
+    const __m256i m15 = _mm256_set1_epi8(0x0f);
+    const __m256i la = load256(x->ql + 64 * h), lb = load256(x->ql + 64 * h + 32);
+    const __m256i qh = load256(x->qh + 32 * h);
+    const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4);
+    const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c)), 2);
+    const __m256i h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
+    const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8((char)0xc0)), 2);
+    q[0] = _mm256_or_si256(_mm256_and_si256(la, m15), h0);
+    q[1] = _mm256_or_si256(_mm256_and_si256(lb, m15), h1);
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m15), h2);
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m15), h3);
 }
 
 /* Q6_K: w = d * sc * (q - 32), q = 4 low bits (ql) | 2 high bits (qh) << 4,
@@ -515,7 +559,6 @@ static void dot_q5_K(int64_t n, float *s, const void *vx, const void *vy) {
 static void dot_q6_K(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q6_K *x = vx;
     const block_q8_K *y = vy;
-    const __m256i m15 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = y[i].d * h2f(x[i].d);
@@ -525,19 +568,12 @@ static void dot_q6_K(int64_t n, float *s, const void *vx, const void *vy) {
         __m256i sum0 = _mm256_setzero_si256(), sum1 = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++, q8 += 128) {
             const __m256i sc = h ? dup_hi(scales) : dup_lo(scales);
-            const __m256i la = load256(x[i].ql + 64 * h), lb = load256(x[i].ql + 64 * h + 32);
-            const __m256i qh = load256(x[i].qh + 32 * h);
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(la, m15), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(lb, m15),
-                                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c)), 2));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m15),
-                                               _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m15),
-                                               _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8((char)0xc0)), 2));
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_pair(sc, 0), mul_u8_i8(q0, load256(q8))));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_pair(sc, 1), mul_u8_i8(q1, load256(q8 + 32))));
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_pair(sc, 2), mul_u8_i8(q2, load256(q8 + 64))));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_pair(sc, 3), mul_u8_i8(q3, load256(q8 + 96))));
+            __m256i q[4];
+            q6_K_quants(&x[i], h, q);
+            sum0 = add_scaled(sum0, scale_pair(sc, 0), q[0], q8);
+            sum1 = add_scaled(sum1, scale_pair(sc, 1), q[1], q8 + 32);
+            sum0 = add_scaled(sum0, scale_pair(sc, 2), q[2], q8 + 64);
+            sum1 = add_scaled(sum1, scale_pair(sc, 3), q[3], q8 + 96);
         }
         const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum0, sum1), offset);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -557,7 +593,8 @@ static inline __m256i iq4_xs_scales(const block_iq4_xs *x) {
         _mm256_srlv_epi32(_mm256_set1_epi32(x->scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
         _mm256_set1_epi32(3));
     const __m128i high16 = _mm_packs_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-    const __m128i ls = _mm_sub_epi16(_mm_or_si128(_mm_cvtepu8_epi16(low), _mm_slli_epi16(high16, 4)), _mm_set1_epi16(32));
+    const __m128i ls6 = _mm_or_si128(_mm_cvtepu8_epi16(low), _mm_slli_epi16(high16, 4));
+    const __m128i ls = _mm_sub_epi16(ls6, _mm_set1_epi16(32));
     return _mm256_broadcastsi128_si256(ls);
 }
 
@@ -573,10 +610,13 @@ static void dot_iq4_xs(int64_t n, float *s, const void *vx, const void *vy) {
         for (int j = 0; j < 8; j += 2) {
             const __m256i w0 = _mm256_shuffle_epi8(table, nibbles_32(x[i].qs + 16 * j));
             const __m256i w1 = _mm256_shuffle_epi8(table, nibbles_32(x[i].qs + 16 * j + 16));
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_word(sc, j), mul_i8_i8(w0, load256(y[i].qs + 32 * j))));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_word(sc, j + 1), mul_i8_i8(w1, load256(y[i].qs + 32 * j + 32))));
+            const int8_t *q8 = y[i].qs + 32 * j;
+            const __m256i p0 = mul_i8_i8(w0, load256(q8)), p1 = mul_i8_i8(w1, load256(q8 + 32));
+            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_word(sc, j), p0));
+            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_word(sc, j + 1), p1));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1)), acc);
+        const __m256 sumf = _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), sumf, acc);
     }
     *s = hsum_ps(acc);
 }
@@ -592,8 +632,10 @@ static void to_float_f16(const void *vx, float *y, int64_t n) {
         const __m128i h = load128(x + i);
         const __m256 f = _mm256_cvtph_ps(h);
         const __m256 nan = _mm256_cmp_ps(f, f, _CMP_UNORD_Q);
-        const __m256i quiet_in = _mm256_slli_epi32(_mm256_and_si256(_mm256_cvtepu16_epi32(h), _mm256_set1_epi32(0x200)), 13);
-        const __m256i fixed = _mm256_or_si256(_mm256_andnot_si256(_mm256_set1_epi32(0x00400000), _mm256_castps_si256(f)), quiet_in);
+        const __m256i h32 = _mm256_cvtepu16_epi32(h);
+        const __m256i quiet_in = _mm256_slli_epi32(_mm256_and_si256(h32, _mm256_set1_epi32(0x200)), 13);
+        const __m256i quiet_off = _mm256_andnot_si256(_mm256_set1_epi32(0x00400000), _mm256_castps_si256(f));
+        const __m256i fixed = _mm256_or_si256(quiet_off, quiet_in);
         _mm256_storeu_ps(y + i, _mm256_blendv_ps(f, _mm256_castsi256_ps(fixed), nan));
     }
     for (; i < n; i++) y[i] = ll_half_to_f32(x[i]);
@@ -608,20 +650,23 @@ static void to_float_bf16(const void *vx, float *y, int64_t n) {
 /* 32 signed bytes times d, in element order */
 static inline void store_scaled_i8(__m256i q, __m256 d, float *y) {
     const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d));
-    _mm256_storeu_ps(y + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), d));
-    _mm256_storeu_ps(y + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d));
-    _mm256_storeu_ps(y + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), d));
+    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k])), d));
 }
 
 static void to_float_q4_0(const void *vx, float *y, int64_t n) {
     const block_q4_0 *x = vx;
-    for (int64_t b = 0; b < n / QK4_0; b++) store_scaled_i8(_mm256_sub_epi8(nibbles_32(x[b].qs), _mm256_set1_epi8(8)), _mm256_set1_ps(h2f(x[b].d)), y + b * QK4_0);
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        const __m256i q = _mm256_sub_epi8(nibbles_32(x[b].qs), _mm256_set1_epi8(8));
+        store_scaled_i8(q, _mm256_set1_ps(h2f(x[b].d)), y + b * QK4_0);
+    }
 }
 
 static void to_float_q8_0(const void *vx, float *y, int64_t n) {
     const block_q8_0 *x = vx;
-    for (int64_t b = 0; b < n / QK8_0; b++) store_scaled_i8(load256(x[b].qs), _mm256_set1_ps(h2f(x[b].d)), y + b * QK8_0);
+    for (int64_t b = 0; b < n / QK8_0; b++)
+        store_scaled_i8(load256(x[b].qs), _mm256_set1_ps(h2f(x[b].d)), y + b * QK8_0);
 }
 
 /* 32 unsigned bytes q -> d * q - m, in element order */
@@ -644,40 +689,37 @@ static void to_float_q4_K(const void *vx, float *y, int64_t n) {
         _mm_storeu_si128((__m128i *)sm, k4_scales_mins(x[i].scales));
         for (int j = 0; j < 4; j++) {
             const __m256i bits = load256(x[i].qs + 32 * j);
-            store_affine_u8(_mm256_and_si256(bits, m15), _mm256_set1_ps(d * sm[2 * j]),
-                            _mm256_set1_ps(dmin * sm[8 + 2 * j]), y + 64 * j);
-            store_affine_u8(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m15), _mm256_set1_ps(d * sm[2 * j + 1]),
-                            _mm256_set1_ps(dmin * sm[8 + 2 * j + 1]), y + 64 * j + 32);
+            const __m256i lo = _mm256_and_si256(bits, m15);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m15);
+            store_affine_u8(lo, _mm256_set1_ps(d * sm[2 * j]), _mm256_set1_ps(dmin * sm[8 + 2 * j]),
+                            y + 64 * j);
+            store_affine_u8(hi, _mm256_set1_ps(d * sm[2 * j + 1]), _mm256_set1_ps(dmin * sm[9 + 2 * j]),
+                            y + 64 * j + 32);
         }
     }
 }
 
-/* 16 signed int16 q -> ds * q, in element order */
-static inline void store_scaled_16(__m128i q8, __m256 ds, float *y) {
-    _mm256_storeu_ps(y, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8))));
-    _mm256_storeu_ps(y + 8, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q8, 8)))));
+/* 16 signed bytes q -> ds * q, in element order */
+static inline void store_scaled_16(__m128i q, __m256 ds, float *y) {
+    const __m128i halves[2] = {q, _mm_srli_si128(q, 8)};
+    for (int k = 0; k < 2; k++)
+        _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(halves[k]))));
 }
 
 /* y = (d * sc) * (q - 32) per sub-block of 16 */
 static void to_float_q6_K(const void *vx, float *y, int64_t n) {
     const block_q6_K *x = vx;
-    const __m256i m15 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = h2f(x[i].d);
         for (int h = 0; h < 2; h++, y += 128) {
-            const __m256i la = load256(x[i].ql + 64 * h), lb = load256(x[i].ql + 64 * h + 32);
-            const __m256i qh = load256(x[i].qh + 32 * h);
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(la, m15), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(lb, m15), _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c)), 2));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m15), _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m15),
-                                   _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8((char)0xc0)), 2));
+            q6_K_quants(&x[i], h, q);
             const int8_t *sc = x[i].scales + 8 * h;
             for (int g = 0; g < 4; g++) {
-                const __m256i v = _mm256_sub_epi8(q[g], m32);
+                const __m256i v = _mm256_sub_epi8(q[g], _mm256_set1_epi8(32));
                 store_scaled_16(_mm256_castsi256_si128(v), _mm256_set1_ps(d * sc[2 * g]), y + 32 * g);
-                store_scaled_16(_mm256_extracti128_si256(v, 1), _mm256_set1_ps(d * sc[2 * g + 1]), y + 32 * g + 16);
+                store_scaled_16(_mm256_extracti128_si256(v, 1), _mm256_set1_ps(d * sc[2 * g + 1]),
+                                y + 32 * g + 16);
             }
         }
     }
