@@ -129,12 +129,11 @@ def random_weights(t: T, n: int, rng) -> np.ndarray:
 
 # ---- the float64 model of a dot product ------------------------------------------
 
-def decode_act(at: T, act: np.ndarray, n: int):
+def decode_act(at: T, act: np.ndarray):
     """(values, per-block s) of an activation row; s only for Q8_1."""
     if at == T.F32:
         return act.view(np.float32).astype(np.float64), None
-    bs, ts = TYPE_INFO[at]
-    blocks = act.reshape(-1, ts)
+    blocks = act.reshape(-1, TYPE_INFO[at].type_size)
     if at == T.Q8_K:
         d = blocks[:, :4].copy().view(np.float32).astype(np.float64)
         qs = blocks[:, 4:4 + 256].view(np.int8)
@@ -164,7 +163,7 @@ def split_weights(wt: T, w: np.ndarray, n: int):
 def model_dot(wt: T, w: np.ndarray, act: np.ndarray, n: int):
     """(exact value, scale): the dot as the kernels define it, in float64, and
     the sum of the magnitudes of its terms (the tolerance's yardstick)."""
-    a, s = decode_act(ACT_TYPE[wt], act, n)
+    a, s = decode_act(ACT_TYPE[wt], act)
     wd, wm = split_weights(wt, w, n)
     value = np.dot(wd, a)
     scale = np.abs(wd * a).sum()
