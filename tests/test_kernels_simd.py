@@ -90,7 +90,11 @@ def float_rows(draw, block: int, max_blocks: int, scales=SCALES, spike=1e4):
     kind = draw(st.sampled_from(["normal", "uniform", "spiky", "ties"]))
     if kind == "ties":
         # amax 127 makes the quantizers' scale exactly 1: every value is a tie
-        x = rng.integers(-127, 127, n) + 0.5
+        # or one float below a tie (0.49999997 must round to 0, not 1)
+        x = (rng.integers(-127, 127, n) + 0.5).astype(np.float32)
+        near = rng.random(n) < 0.3
+        x[near] = np.nextafter(x[near], np.float32(0))
+        x[rng.random(n) < 0.1] = np.nextafter(np.float32(0.5), np.float32(0)) * rng.choice([-1, 1])
         x[::block] = rng.choice([-127.0, 127.0], n // block)
     elif kind == "uniform":
         x = rng.uniform(-1, 1, n)
