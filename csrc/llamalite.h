@@ -69,6 +69,9 @@ int ll_isa_available(const char *isa);
 int ll_set_isa(const char *isa);
 const char *ll_get_isa(void);
 
+/* Dequantize with the current ISA's kernel (equal to ll_dequantize, faster). */
+int ll_to_float(int type, const void *src, size_t src_bytes, float *dst, int64_t n);
+
 /* Quantize an activation vector to the given (vec_dot) type with the current
  * ISA's kernel: what matmul does to each row of X. */
 int ll_quantize_act(int type, const float *x, int64_t n, void *dst, size_t dst_bytes);
@@ -99,6 +102,13 @@ int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n);
 int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
               int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
               void *work, size_t work_bytes);
+
+/* ---- measurement -------------------------------------------------------------- */
+
+/* Read `bytes` of buf once with every thread of the pool (each its own slice)
+ * and return a checksum, so the reads cannot be optimized away: the memory
+ * read bandwidth that GEMV speeds are compared with. */
+uint64_t ll_mem_read(ll_pool *pool, const void *buf, size_t bytes);
 
 #ifdef __cplusplus
 }

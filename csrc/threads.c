@@ -142,3 +142,32 @@ void ll_pool_barrier(ll_pool *p) {
         if (i < SPIN_ROUNDS) cpu_relax(); else sched_yield();
     }
 }
+
+/* ---- memory read bandwidth ------------------------------------------------------ */
+
+typedef struct {
+    const uint64_t *words;
+    size_t n_words;
+    uint64_t sums[1024];
+} mem_read_task;
+
+static void mem_read_run(void *arg, int ith, int nth) {
+    mem_read_task *t = arg;
+    size_t per = (t->n_words + (size_t)nth - 1) / (size_t)nth;
+    size_t i0 = per * (size_t)ith, i1 = i0 + per < t->n_words ? i0 + per : t->n_words;
+    /* eight independent chains keep enough loads in flight to saturate memory */
+    uint64_t a[8] = {0};
+    size_t i = i0;
+    for (; i + 8 <= i1; i += 8)
+        for (int k = 0; k < 8; k++) a[k] += t->words[i + k];
+    for (; i < i1; i++) a[0] += t->words[i];
+    t->sums[ith] = a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+}
+
+uint64_t ll_mem_read(ll_pool *pool, const void *buf, size_t bytes) {
+    mem_read_task t = { .words = buf, .n_words = bytes / sizeof(uint64_t) };
+    ll_pool_run(pool, mem_read_run, &t);
+    uint64_t s = 0;
+    for (int i = 0; i < ll_pool_size(pool); i++) s ^= t.sums[i];
+    return s;
+}

@@ -109,6 +109,15 @@ int ll_quantize(int type, const float *src, int64_t n, void *dst, size_t dst_byt
     return LL_OK;
 }
 
+int ll_to_float(int type, const void *src, size_t src_bytes, float *dst, int64_t n) {
+    const ll_type_traits *t = traits_of(type);
+    if (!t) return ll_error(LL_ERR_UNSUPPORTED, "tensor type %d is not supported", type);
+    int rc = check_buffer(t, n, src_bytes, "source");
+    if (rc) return rc;
+    ll_active->to_float[type](src, dst, n);
+    return LL_OK;
+}
+
 int ll_quantize_act(int type, const float *x, int64_t n, void *dst, size_t dst_bytes) {
     const ll_type_traits *t = traits_of(type);
     if (!t || !ll_active->quantize_act[type])

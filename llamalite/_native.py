@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import cffi
@@ -16,13 +17,22 @@ import cffi
 from .errors import LlamaliteError, UnsupportedModelError
 
 _HERE = Path(__file__).resolve().parent
+
+
+def _package_dirs() -> list[Path]:
+    """Where the package's files are: an editable install splits them between
+    the source tree and site-packages, and __path__ lists both."""
+    pkg = sys.modules.get(__package__)
+    dirs = [Path(d) for d in getattr(pkg, "__path__", [])]
+    return dirs + [_HERE] if _HERE not in dirs else dirs
 _LIB_NAMES = ("libllamalite.so", "libllamalite.dylib", "llamalite.dll")
 
 ffi = cffi.FFI()
 
 
 def _header_text() -> str:
-    for candidate in (_HERE / "llamalite.h", _HERE.parent / "csrc" / "llamalite.h"):
+    candidates = [d / "llamalite.h" for d in _package_dirs()]
+    for candidate in candidates + [_HERE.parent / "csrc" / "llamalite.h"]:
         if candidate.is_file():
             return candidate.read_text()
     raise LlamaliteError("llamalite.h not found beside the package: the installation is incomplete")
@@ -41,9 +51,10 @@ def _find_library() -> str:
         if not Path(override).is_file():
             raise LlamaliteError(f"LLAMALITE_LIB={override} is not a file")
         return override
-    for name in _LIB_NAMES:
-        if (_HERE / name).is_file():
-            return str(_HERE / name)
+    for d in _package_dirs():
+        for name in _LIB_NAMES:
+            if (d / name).is_file():
+                return str(d / name)
     raise LlamaliteError(
         "llamalite's C library was not found beside the package; install with "
         "`pip install .` (or set LLAMALITE_LIB to a development build)")

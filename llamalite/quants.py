@@ -141,7 +141,7 @@ def dequantize(raw: np.ndarray, qtype: TypeLike, shape) -> np.ndarray:
                          f"block size {TYPE_INFO[t].block_size}")
     out = np.empty(shape, dtype=np.float32)
     if n:
-        check(lib.ll_dequantize(int(t), ptr(raw), raw.nbytes, ptr(out, "float *"), n))
+        check(lib.ll_to_float(int(t), ptr(raw), raw.nbytes, ptr(out, "float *"), n))
     elif raw.nbytes:
         raise ValueError(f"{raw.nbytes} bytes given for an empty tensor")
     return out

@@ -1,0 +1,80 @@
+"""`python -m llamalite SUBCOMMAND`: the command line.
+
+Every user mistake ends as one line on stderr and a non-zero exit status,
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import sys
+
+from . import models
+from .errors import LlamaliteError
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def info_lines(path) -> list[str]:
+    """What `info` prints about a GGUF file."""
+    from .gguf import GGUFReader
+    with GGUFReader(path) as r:
+        md = r.metadata
+        arch = md.get("general.architecture", "?")
+        n_params = sum(math.prod(t.shape) for t in r.tensors.values())
+        hist = collections.Counter(t.type.name for t in r.tensors.values())
+        tokens = md.get("tokenizer.ggml.tokens")
+        lines = [
+            f"file:          {path}",
+            f"size:          {_fmt_bytes(path.stat().st_size)}",
+            f"GGUF version:  {r.version}",
+            f"name:          {md.get('general.name', '?')}",
+            f"architecture:  {arch}",
+            f"parameters:    {n_params / 1e6:.1f} M in {len(r.tensors)} tensors",
+            "tensor types:  " + ", ".join(f"{k} {v}" for k, v in sorted(hist.items())),
+        ]
+        for key, label in (("context_length", "context"), ("embedding_length", "embedding"),
+                           ("block_count", "layers"), ("attention.head_count", "heads"),
+                           ("attention.head_count_kv", "kv heads")):
+            if f"{arch}.{key}" in md:
+                lines.append(f"{label + ':':<15}{md[f'{arch}.{key}']}")
+        lines.append(f"tokenizer:     {md.get('tokenizer.ggml.model', 'none')}"
+                     + (f", {len(tokens)} tokens" if tokens is not None else ""))
+        lines.append("chat template: " + ("yes" if "tokenizer.chat_template" in md else "no"))
+    return lines
+
+
+def cmd_info(args) -> int:
+    path = models.resolve(args.model)
+    print("\n".join(info_lines(path)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llamalite",
+                                     description="Run LLaMA-family GGUF models on the CPU.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="describe a GGUF model file")
+    p.add_argument("-m", "--model", default=models.DEFAULT_MODEL,
+                   help=f"a GGUF path or a catalogue name ({', '.join(models.CATALOG)}); "
+                        f"default {models.DEFAULT_MODEL}")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LlamaliteError, OSError) as e:
+        print(f"llamalite: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

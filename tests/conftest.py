@@ -1,0 +1,22 @@
+"""Shared fixtures: the real models of the catalogue, fetched once and cached
+(~/.cache/llamalite, or $LLAMALITE_CACHE) by llamalite.models."""
+import pytest
+
+from llamalite import LlamaliteError, models
+
+
+def _model(name):
+    try:
+        return models.fetch(name)
+    except LlamaliteError as e:  # no network: say so instead of erroring obscurely
+        pytest.fail(f"could not fetch the real model {name}: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    return _model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path():
+    return _model("gemma3-270m")

@@ -1,0 +1,127 @@
+"""The C boundary: ISA selection, the thread pool, matmul's checks and its
+independence from the thread count."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llamalite import UnsupportedModelError, quants
+from llamalite._native import ffi, get_isa, isa_available, lib, set_isa
+from llamalite.threads import get_pool, physical_cores
+
+
+@pytest.fixture
+def restore_isa():
+    before = get_isa()
+    yield
+    set_isa(before)
+
+
+def test_scalar_is_always_available(restore_isa):
+    assert isa_available("scalar")
+    assert set_isa("scalar") == "scalar"
+
+
+def test_default_isa_is_the_best_available(restore_isa):
+    best = "avx2" if isa_available("avx2") else "neon" if isa_available("neon") else "scalar"
+    assert set_isa(None) == best
+
+
+def test_unknown_isa_is_a_clear_error(restore_isa):
+    with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
+        set_isa("sse9")
+
+
+def test_unavailable_isa_is_a_clear_error(restore_isa):
+    missing = "neon" if isa_available("avx2") else "avx2"
+    with pytest.raises(UnsupportedModelError, match=f"'{missing}' is not available"):
+        set_isa(missing)
+
+
+def _run_with_isa(isa):
+    env = dict(os.environ, LLAMALITE_ISA=isa)
+    code = "from llamalite import _native; print(_native.get_isa())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_llamalite_isa_env_forces_scalar():
+    r = _run_with_isa("scalar")
+    assert r.returncode == 0 and r.stdout.strip() == "scalar"
+
+
+def test_llamalite_isa_env_rejects_unavailable_choice():
+    missing = "neon" if isa_available("avx2") else "avx2"
+    r = _run_with_isa(missing)
+    assert r.returncode != 0
+    assert f"LLAMALITE_ISA={missing}" in r.stderr and "not available" in r.stderr
+
+
+def test_pool_sizes():
+    assert physical_cores() >= 1
+    assert lib.ll_pool_size(get_pool(3)) == 3
+    assert get_pool(3) is get_pool(3)
+    assert lib.ll_pool_size(get_pool(None)) == physical_cores()
+
+
+def test_pool_rejects_absurd_sizes():
+    assert lib.ll_pool_new(5000) == ffi.NULL
+    with pytest.raises(ValueError, match="n_threads"):
+        get_pool(5000)
+
+
+@pytest.mark.parametrize("wtype", ["F32", "F16", "BF16", "Q8_0"])
+@pytest.mark.parametrize("n", [1, 3, 17])
+def test_matmul_matches_numpy_and_ignores_thread_count(wtype, n):
+    rng = np.random.default_rng(n)
+    w = rng.standard_normal((67, 96)).astype(np.float32)
+    x = rng.standard_normal((n, 96)).astype(np.float32)
+    raw = quants.quantize(w, wtype)
+    wd = quants.dequantize(raw, wtype, w.shape).astype(np.float64)
+    y1 = quants.matmul(raw, wtype, x, n_threads=1)
+    ref = x.astype(np.float64) @ wd.T
+    # float32 activations are exact for the float types; Q8_0 quantizes them
+    tol = 1e-4 if wtype != "Q8_0" else 0.05
+    assert np.allclose(y1, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for t in (2, 3, 4):
+        assert np.array_equal(quants.matmul(raw, wtype, x, n_threads=t), y1)
+
+
+def test_matmul_single_row_returns_a_vector():
+    w = np.eye(32, dtype=np.float32)
+    x = np.arange(32, dtype=np.float32)
+    y = quants.matmul(w.view(np.uint8), "F32", x)
+    assert y.shape == (32,) and np.array_equal(y, x)
+
+
+def test_matmul_checks_sizes():
+    w = quants.quantize(np.ones((4, 64), np.float32), "Q8_0")
+    with pytest.raises(ValueError, match="block size"):
+        quants.matmul(w, "Q8_0", np.ones((1, 60), np.float32))
+    with pytest.raises(ValueError, match="bytes"):
+        quants.matmul(w[:, :-1], "Q8_0", np.ones((1, 64), np.float32))
+
+
+def test_c_checks_buffer_lengths_it_is_given():
+    """The C entry points refuse a buffer whose length does not match the count."""
+    from llamalite._native import check, ptr
+    x = np.ones(64, np.float32)
+    out = np.empty(60, np.uint8)  # Q8_0 of 64 needs 68
+    with pytest.raises(ValueError, match="holds 60 bytes"):
+        check(lib.ll_quantize(int(quants.GGMLType.Q8_0), ptr(x, "float *"), 64, ptr(out), 60))
+    w = np.empty(68, np.uint8)
+    work = np.empty(1, np.uint8)
+    y = np.empty(1, np.float32)
+    with pytest.raises(ValueError, match="work buffer"):
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
+                            ptr(x, "float *"), 1, ptr(y, "float *"), ptr(work), 1))
+    with pytest.raises(UnsupportedModelError):
+        check(lib.ll_dequantize(5, ptr(w), 68, ptr(x, "float *"), 64))
+
+
+def test_unsupported_types_are_named():
+    with pytest.raises(UnsupportedModelError, match="IQ2_XXS"):
+        quants.quantize(np.ones((1, 256), np.float32), "IQ2_XXS")
+    with pytest.raises(ValueError, match="unknown tensor type 'Q4_9'"):
+        quants.as_type("Q4_9")
