@@ -105,9 +105,14 @@ static float first_of_magnitude(const float *x, int n, float amax) {
     return amax;
 }
 
-/* 4 of min(127, nearest_int(v * iscale)), ties to even as ggml's nearest_int */
+/* 4 of min(127, nearest_int(v * iscale)) as ggml computes nearest_int:
+ * adding 1.5 * 2^23 leaves round-half-even(v) in the low mantissa bits. Not
+ * vcvtn: the two differ where iscale overflows (a block of subnormals), and
+ * the reference's bytes are the definition even there. */
 static inline int16x4_t round_even_s16(const float *x, float iscale) {
-    int32x4_t q = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x), iscale));
+    float32x4_t v = vaddq_f32(vmulq_n_f32(vld1q_f32(x), iscale), vdupq_n_f32(12582912.0f));
+    int32x4_t q = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vreinterpretq_u32_f32(v), vdupq_n_u32(0x7fffff))),
+                            vdupq_n_s32(0x400000));
     return vmovn_s32(vminq_s32(q, vdupq_n_s32(127)));
 }
 
