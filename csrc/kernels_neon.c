@@ -281,6 +281,13 @@ static inline void unpack_q6_K_half(const uint8_t *ql, const uint8_t *qh, int8x1
     }
 }
 
+/* IQ4_XS: group ib's 6-bit scale (offset 32): 4 low bits in scales_l, 2 high in scales_h */
+static inline int iq4_xs_scale(const block_iq4_xs *x, int ib) {
+    int low = (x->scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f;
+    int high = (x->scales_h >> (2 * ib)) & 3;
+    return (low | (high << 4)) - 32;
+}
+
 /* sum over the 8 groups of 32 of bsums * m: the k-quants' min term */
 static inline int32_t bsums_times_mins8(const int16_t bsums[16], const uint8_t m[8]) {
     int16x8_t s = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
@@ -362,11 +369,32 @@ static inline void store_scaled16(float *y, int8x16_t q, float d) {
     vst1q_f32(y + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
 }
 
+/* y[0..16) = q * d + m for 16 unsigned bytes: the product rounds, then the
+ * sum (no fused multiply-add, as the reference). The k-quants' "- ml" is
+ * "+ (-ml)", which rounds the same. */
+static inline void store_affine16(float *y, uint8x16_t q, float d, float m) {
+    const float32x4_t vm = vdupq_n_f32(m);
+    uint16x8_t lo = vmovl_u8(vget_low_u8(q)), hi = vmovl_high_u8(q);
+    uint32x4_t w[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_high_u16(lo),
+                       vmovl_u16(vget_low_u16(hi)), vmovl_high_u16(hi)};
+    for (int k = 0; k < 4; k++) vst1q_f32(y + 4 * k, vaddq_f32(vmulq_n_f32(vcvtq_f32_u32(w[k]), d), vm));
+}
+
 static void to_float_q4_0(const void *vx, float *y, int64_t n) {
     const block_q4_0 *x = vx;
     for (int64_t b = 0; b < n / QK4_0; b++, y += QK4_0) {
         const float d = ll_half_to_f32(x[b].d);
         int8x16x2_t q = unpack_q4_0(&x[b]);
+        store_scaled16(y, q.val[0], d);
+        store_scaled16(y + 16, q.val[1], d);
+    }
+}
+
+static void to_float_q5_0(const void *vx, float *y, int64_t n) {
+    const block_q5_0 *x = vx;
+    for (int64_t b = 0; b < n / QK5_0; b++, y += QK5_0) {
+        const float d = ll_half_to_f32(x[b].d);
+        int8x16x2_t q = unpack_q5_0(&x[b]);
         store_scaled16(y, q.val[0], d);
         store_scaled16(y + 16, q.val[1], d);
     }
@@ -381,36 +409,114 @@ static void to_float_q8_0(const void *vx, float *y, int64_t n) {
     }
 }
 
-/* y[0..16) = d * q - m for 16 unsigned bytes: the product rounds, then the
- * difference (no fused multiply-add, as the reference) */
-static inline void store_scaled_minus16(float *y, uint8x16_t q, float d, float m) {
-    const float32x4_t vm = vdupq_n_f32(m);
-    uint16x8_t lo = vmovl_u8(vget_low_u8(q)), hi = vmovl_high_u8(q);
-    uint32x4_t w[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_high_u16(lo),
-                       vmovl_u16(vget_low_u16(hi)), vmovl_high_u16(hi)};
-    for (int k = 0; k < 4; k++) {
-        float32x4_t p = vmulq_n_f32(vcvtq_f32_u32(w[k]), d);
-        vst1q_f32(y + 4 * k, vsubq_f32(p, vm));
+static void to_float_iq4_nl(const void *vx, float *y, int64_t n) {
+    const block_iq4_nl *x = vx;
+    for (int64_t b = 0; b < n / QK4_NL; b++, y += QK4_NL) {
+        const float d = ll_half_to_f32(x[b].d);
+        int8x16x2_t q = unpack_iq4_nl(x[b].qs);
+        store_scaled16(y, q.val[0], d);
+        store_scaled16(y + 16, q.val[1], d);
+    }
+}
+
+static void to_float_q4_1(const void *vx, float *y, int64_t n) {
+    const block_q4_1 *x = vx;
+    for (int64_t b = 0; b < n / QK4_1; b++, y += QK4_1) {
+        const float d = ll_half_to_f32(x[b].d), m = ll_half_to_f32(x[b].m);
+        uint8x16x2_t q = unpack_nibbles(x[b].qs);
+        store_affine16(y, q.val[0], d, m);
+        store_affine16(y + 16, q.val[1], d, m);
+    }
+}
+
+static void to_float_q5_1(const void *vx, float *y, int64_t n) {
+    const block_q5_1 *x = vx;
+    for (int64_t b = 0; b < n / QK5_1; b++, y += QK5_1) {
+        const float d = ll_half_to_f32(x[b].d), m = ll_half_to_f32(x[b].m);
+        uint8x16x2_t q = unpack_5bit(x[b].qs, x[b].qh);
+        store_affine16(y, q.val[0], d, m);
+        store_affine16(y + 16, q.val[1], d, m);
+    }
+}
+
+static void to_float_q2_K(const void *vx, float *y, int64_t n) {
+    const block_q2_K *x = vx;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = ll_half_to_f32(x[b].d), dmin = ll_half_to_f32(x[b].dmin);
+        const uint8_t *sc = x[b].scales;
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(x[b].qs + 32 * h), q1 = vld1q_u8(x[b].qs + 32 * h + 16);
+            for (int j = 0; j < 4; j++, y += 32, sc += 2) {
+                store_affine16(y, vandq_u8(q0, vdupq_n_u8(3)), d * (sc[0] & 0x0f), -(dmin * (sc[0] >> 4)));
+                store_affine16(y + 16, vandq_u8(q1, vdupq_n_u8(3)), d * (sc[1] & 0x0f), -(dmin * (sc[1] >> 4)));
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+            }
+        }
+    }
+}
+
+static void to_float_q3_K(const void *vx, float *y, int64_t n) {
+    const block_q3_K *x = vx;
+    const uint8x16_t m3 = vdupq_n_u8(3), one = vdupq_n_u8(1);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        int8_t sc[16];
+        unpack_scales_q3_K(x[b].scales, sc);
+        uint8x16_t hm0 = vld1q_u8(x[b].hmask), hm1 = vld1q_u8(x[b].hmask + 16);
+        int g = 0;
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(x[b].qs + 32 * h), q1 = vld1q_u8(x[b].qs + 32 * h + 16);
+            for (int j = 0; j < 4; j++, y += 32, g += 2) {
+                int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, m3)),
+                                        vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, hm0), 2)));
+                int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, m3)),
+                                        vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, hm1), 2)));
+                store_scaled16(y, w0, d * sc[g]);
+                store_scaled16(y + 16, w1, d * sc[g + 1]);
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+                hm0 = vshrq_n_u8(hm0, 1);
+                hm1 = vshrq_n_u8(hm1, 1);
+            }
+        }
+    }
+}
+
+/* Q4_K and Q5_K: 4 chunks of 64, low nibbles first; Q5_K's qh adds bit 4
+ * (bit 2j of qh[l] to the low half of chunk j, bit 2j+1 to the high half) */
+static void dequantize_k4(const uint8_t *qs, const uint8_t *qh, const uint8_t scales[12],
+                          ll_half d16, ll_half dmin16, float *y) {
+    const float d = ll_half_to_f32(d16), dmin = ll_half_to_f32(dmin16);
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
+    uint8_t sc[8], mn[8];
+    unpack_scale_min_k4(scales, sc, mn);
+    uint8x16_t h[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};
+    if (qh) h[0] = vld1q_u8(qh), h[1] = vld1q_u8(qh + 16);
+    for (int j = 0; j < 4; j++, y += 64) {
+        const float d1 = d * sc[2 * j], m1 = dmin * mn[2 * j];
+        const float d2 = d * sc[2 * j + 1], m2 = dmin * mn[2 * j + 1];
+        for (int k = 0; k < 2; k++) {
+            uint8x16_t bytes = vld1q_u8(qs + 32 * j + 16 * k);
+            uint8x16_t lo = vorrq_u8(vandq_u8(bytes, m4), vshlq_n_u8(vandq_u8(h[k], one), 4));
+            uint8x16_t hi = vorrq_u8(vshrq_n_u8(bytes, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h[k], 1), one), 4));
+            store_affine16(y + 16 * k, lo, d1, -m1);
+            store_affine16(y + 32 + 16 * k, hi, d2, -m2);
+            h[k] = vshrq_n_u8(h[k], 2);
+        }
     }
 }
 
 static void to_float_q4_K(const void *vx, float *y, int64_t n) {
     const block_q4_K *x = vx;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        const float d = ll_half_to_f32(x[b].d), dmin = ll_half_to_f32(x[b].dmin);
-        uint8_t sc[8], mn[8];
-        unpack_scale_min_k4(x[b].scales, sc, mn);
-        for (int j = 0; j < 4; j++, y += 64) {
-            const uint8_t *q = x[b].qs + 32 * j;
-            const float d1 = d * sc[2 * j], m1 = dmin * mn[2 * j];
-            const float d2 = d * sc[2 * j + 1], m2 = dmin * mn[2 * j + 1];
-            for (int h = 0; h < 2; h++) {
-                uint8x16_t bytes = vld1q_u8(q + 16 * h);
-                store_scaled_minus16(y + 16 * h, vandq_u8(bytes, vdupq_n_u8(0x0f)), d1, m1);
-                store_scaled_minus16(y + 32 + 16 * h, vshrq_n_u8(bytes, 4), d2, m2);
-            }
-        }
-    }
+    for (int64_t b = 0; b < n / QK_K; b++, y += QK_K)
+        dequantize_k4(x[b].qs, NULL, x[b].scales, x[b].d, x[b].dmin, y);
+}
+
+static void to_float_q5_K(const void *vx, float *y, int64_t n) {
+    const block_q5_K *x = vx;
+    for (int64_t b = 0; b < n / QK_K; b++, y += QK_K)
+        dequantize_k4(x[b].qs, x[b].qh, x[b].scales, x[b].d, x[b].dmin, y);
 }
 
 static void to_float_q6_K(const void *vx, float *y, int64_t n) {
@@ -422,6 +528,19 @@ static void to_float_q6_K(const void *vx, float *y, int64_t n) {
             unpack_q6_K_half(x[b].ql + 64 * half, x[b].qh + 32 * half, q);
             const int8_t *sc = x[b].scales + 8 * half;
             for (int g = 0; g < 8; g++) store_scaled16(y + 16 * g, q[g], d * sc[g]);
+        }
+    }
+}
+
+static void to_float_iq4_xs(const void *vx, float *y, int64_t n) {
+    const block_iq4_xs *x = vx;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        for (int ib = 0; ib < QK_K / 32; ib++, y += 32) {
+            const float dl = d * (float)iq4_xs_scale(&x[b], ib);
+            int8x16x2_t q = unpack_iq4_nl(x[b].qs + 16 * ib);
+            store_scaled16(y, q.val[0], dl);
+            store_scaled16(y + 16, q.val[1], dl);
         }
     }
 }
@@ -450,7 +569,15 @@ void ll_kernels_fill_neon(ll_kernels *k) {
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;
     k->to_float[LL_TYPE_Q4_0] = to_float_q4_0;
+    k->to_float[LL_TYPE_Q4_1] = to_float_q4_1;
+    k->to_float[LL_TYPE_Q5_0] = to_float_q5_0;
+    k->to_float[LL_TYPE_Q5_1] = to_float_q5_1;
     k->to_float[LL_TYPE_Q8_0] = to_float_q8_0;
+    k->to_float[LL_TYPE_IQ4_NL] = to_float_iq4_nl;
+    k->to_float[LL_TYPE_Q2_K] = to_float_q2_K;
+    k->to_float[LL_TYPE_Q3_K] = to_float_q3_K;
     k->to_float[LL_TYPE_Q4_K] = to_float_q4_K;
+    k->to_float[LL_TYPE_Q5_K] = to_float_q5_K;
     k->to_float[LL_TYPE_Q6_K] = to_float_q6_K;
+    k->to_float[LL_TYPE_IQ4_XS] = to_float_iq4_xs;
 }

@@ -304,8 +304,9 @@ static void check_to_float(const wtype *t, int64_t n) {
     int64_t diff = 0;
     while (diff < n && memcmp(&ys[diff], &yn[diff], sizeof(float)) == 0) diff++;
     if (diff == n) report(1, "to_float %s n=%lld: bits equal", t->name, (long long)n);
-    else report(0, "to_float %s n=%lld: element %lld scalar %.9g neon %.9g",
-                t->name, (long long)n, (long long)diff, ys[diff], yn[diff]);
+    else report(0, "to_float %s n=%lld: element %lld scalar %.9g (%08x) neon %.9g (%08x)",
+                t->name, (long long)n, (long long)diff, ys[diff], ll_f32_to_bits(ys[diff]),
+                yn[diff], ll_f32_to_bits(yn[diff]));
     free(w);
     free(ys);
     free(yn);
