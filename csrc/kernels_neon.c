@@ -46,14 +46,15 @@ static inline float half_to_f32(ll_half h) {
 
 /* ---- activation quantizers (bit-identical to the references) -------------- */
 
-/* the largest |x| of 32 floats; v receives them */
+/* the largest |x| of 32 floats; v receives them. maxNum skips NaNs, as the
+ * references' fmaxf and ">" do. */
 static inline float load_absmax32(const float *x, float32x4_t v[8]) {
     float32x4_t m = vdupq_n_f32(0.0f);
     for (int j = 0; j < 8; j++) {
         v[j] = vld1q_f32(x + 4 * j);
-        m = vmaxq_f32(m, vabsq_f32(v[j]));
+        m = vmaxnmq_f32(m, vabsq_f32(v[j]));
     }
-    return vmaxvq_f32(m);
+    return vmaxnmvq_f32(m);
 }
 
 /* 8 of roundf(v * id) as int8. Narrowing keeps the low byte, as the scalar
@@ -120,8 +121,8 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     block_q8_K *y = vy;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
         float32x4_t m = vdupq_n_f32(0.0f);
-        for (int i = 0; i < QK_K; i += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + i)));
-        const float amax = vmaxvq_f32(m);
+        for (int i = 0; i < QK_K; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+        const float amax = vmaxnmvq_f32(m);
         if (amax == 0.0f) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
@@ -131,8 +132,9 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
             const float *xg = x + 16 * g;
             int16x8_t lo = vcombine_s16(round_even_s16(xg, iscale), round_even_s16(xg + 4, iscale));
             int16x8_t hi = vcombine_s16(round_even_s16(xg + 8, iscale), round_even_s16(xg + 12, iscale));
-            vst1q_s8(y[b].qs + 16 * g, vcombine_s8(vmovn_s16(lo), vmovn_s16(hi)));
-            y[b].bsums[g] = (int16_t)vaddvq_s16(vaddq_s16(lo, hi));
+            int8x16_t q = vcombine_s8(vmovn_s16(lo), vmovn_s16(hi));
+            vst1q_s8(y[b].qs + 16 * g, q);
+            y[b].bsums[g] = vaddlvq_s8(q);
         }
         y[b].d = 1.0f / iscale;
     }

@@ -5,8 +5,8 @@
  *
  *   neon_check dotprod|nodotprod    (which kernel set the CPU should select)
  *
- * Checks, each on seeded random data with extreme scales, zeros and exact
- * rounding ties:
+ * Checks, each on seeded random data with extreme scales, zeros, subnormals,
+ * exact rounding ties (and NaNs for the quantizers):
  *   quantize_act  Q8_0, Q8_1, Q8_K bytes equal
  *   vec_dot       every weight type within 1e-6 of the sum of |terms|
  *   to_float      every type's floats equal to the bit
@@ -55,8 +55,8 @@ static uint64_t next_u64(void) { /* splitmix64 */
 static float uniform(void) { return (float)(next_u64() >> 40) / (float)(1 << 24) * 2.0f - 1.0f; }
 static int below(int n) { return (int)(next_u64() % (uint64_t)n); }
 
-enum { ACT_NORMAL, ACT_EXTREME, ACT_TIES, ACT_SIGNS, ACT_COUNT };
-static const char *act_names[ACT_COUNT] = {"normal", "extreme", "ties", "signs"};
+enum { ACT_NORMAL, ACT_EXTREME, ACT_TIES, ACT_SIGNS, ACT_NAN, ACT_COUNT };
+static const char *act_names[ACT_COUNT] = {"normal", "extreme", "ties", "signs", "nan"};
 
 /* One block of activations in the style of `pattern`. */
 static void fill_act_block(float *x, int len, int pattern) {
@@ -85,6 +85,11 @@ static void fill_act_block(float *x, int len, int pattern) {
         int i = below(len), j = below(len);
         x[i] = 2.0f;
         if (j != i) x[j] = -2.0f;
+        break;
+    case ACT_NAN:
+        /* a NaN among ordinary values: the references' max skips it */
+        for (int i = 0; i < len; i++) x[i] = uniform();
+        x[below(len)] = NAN;
         break;
     }
 }
@@ -266,7 +271,7 @@ static void check_vec_dot(const wtype *t, int64_t n, int quantized) {
     int bad = 0;
     for (int r = 0; r < rows; r++) {
         make_weights(t, n, w + r * wb, quantized);
-        fill_activations(x, n, r % ACT_COUNT);
+        fill_activations(x, n, r % ACT_NAN); /* the finite patterns */
         void *a = make_act_row("scalar", t->type, x, n); /* the quantizers are checked apart */
         size_t ab = bytes_of(at, n);
         float ys, yn;
@@ -331,7 +336,7 @@ static void check_matmul(const wtype *t, int64_t cols, int64_t n, ll_pool *pools
     float *ys = malloc((size_t)(n * rows) * sizeof(float));
     float *yn[2] = {malloc((size_t)(n * rows) * sizeof(float)), malloc((size_t)(n * rows) * sizeof(float))};
     for (int64_t r = 0; r < rows; r++) make_weights(t, cols, w + r * rb, r % 2);
-    for (int64_t j = 0; j < n; j++) fill_activations(x + j * cols, cols, (int)j % ACT_COUNT);
+    for (int64_t j = 0; j < n; j++) fill_activations(x + j * cols, cols, (int)j % ACT_NAN);
 
     matmul_with("scalar", pools[0], t, w, wb, rows, cols, x, n, ys);
     for (int p = 0; p < 2; p++) matmul_with("neon", pools[p], t, w, wb, rows, cols, x, n, yn[p]);
