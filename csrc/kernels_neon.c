@@ -7,9 +7,11 @@
  * picks one set from the CPU's feature bits at load time.
  *
  * Contract with the scalar reference (quants.c, quants_k.c): activation
- * quantizers and dequantizers give the same bits; dot products give the same
- * integer sum for every block, while the float sum over blocks runs in vector
- * lanes and so differs from the scalar order by rounding only. */
+ * quantizers and dequantizers give the same bits. The quantized dots form
+ * each block's integer sum exactly in vector lanes and then scale and add
+ * blocks in the reference's order with its expression, so they too agree to
+ * the bit (both files are built without FMA contraction). The float dots
+ * (F32, F16, BF16) sum in vector lanes: equal up to rounding. */
 #include <arm_neon.h>
 #include <math.h>
 #include <string.h>
@@ -266,6 +268,44 @@ static inline int8x16x2_t as_s8x2(uint8x16x2_t u) {
     return (int8x16x2_t){{vreinterpretq_s8_u8(u.val[0]), vreinterpretq_s8_u8(u.val[1])}};
 }
 
+/* Q2_K / Q3_K: a half of 128 levels is 32 bytes of four 2-bit planes; each
+ * call takes the next plane (32 levels in 0..3) and shifts the bytes on */
+static inline uint8x16x2_t next_crumbs(uint8x16_t q[2]) {
+    uint8x16x2_t w = {{vandq_u8(q[0], vdupq_n_u8(3)), vandq_u8(q[1], vdupq_n_u8(3))}};
+    q[0] = vshrq_n_u8(q[0], 2);
+    q[1] = vshrq_n_u8(q[1], 2);
+    return w;
+}
+
+/* Q3_K: the next 32 levels (-4..3): a crumb, 4 lower where the element's
+ * hmask bit is clear (bit i of hmask[l] belongs to element 32 i + l) */
+static inline int8x16x2_t next_q3_K(uint8x16_t q[2], uint8x16_t hm[2]) {
+    int8x16x2_t w = as_s8x2(next_crumbs(q));
+    for (int k = 0; k < 2; k++) {
+        uint8x16_t four_if_clear = vshlq_n_u8(vbicq_u8(vdupq_n_u8(1), hm[k]), 2);
+        w.val[k] = vsubq_s8(w.val[k], vreinterpretq_s8_u8(four_if_clear));
+        hm[k] = vshrq_n_u8(hm[k], 1);
+    }
+    return w;
+}
+
+/* Q4_K / Q5_K: a chunk of 64 levels from 32 bytes, low nibbles first. For
+ * Q5_K, h holds qh (bit i of qh[l] is bit 4 of element 32 i + l) and moves
+ * on 2 bits per chunk; Q4_K passes NULL, which inlining folds away. */
+static inline void unpack_k4_chunk(const uint8_t qs[32], uint8x16_t *h, uint8x16x2_t *lo, uint8x16x2_t *hi) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
+    for (int k = 0; k < 2; k++) {
+        uint8x16_t bytes = vld1q_u8(qs + 16 * k);
+        lo->val[k] = vandq_u8(bytes, m4);
+        hi->val[k] = vshrq_n_u8(bytes, 4);
+        if (h) {
+            lo->val[k] = vorrq_u8(lo->val[k], vshlq_n_u8(vandq_u8(h[k], one), 4));
+            hi->val[k] = vorrq_u8(hi->val[k], vshlq_n_u8(vandq_u8(vshrq_n_u8(h[k], 1), one), 4));
+            h[k] = vshrq_n_u8(h[k], 2);
+        }
+    }
+}
+
 /* Q6_K: the 6-bit quants (minus 32) of one 128-element half, as 8 groups of 16 */
 static inline void unpack_q6_K_half(const uint8_t *ql, const uint8_t *qh, int8x16_t out[8]) {
     const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(3);
@@ -447,12 +487,11 @@ static void to_float_q2_K(const void *vx, float *y, int64_t n) {
         const float d = ll_half_to_f32(x[b].d), dmin = ll_half_to_f32(x[b].dmin);
         const uint8_t *sc = x[b].scales;
         for (int h = 0; h < 2; h++) {
-            uint8x16_t q0 = vld1q_u8(x[b].qs + 32 * h), q1 = vld1q_u8(x[b].qs + 32 * h + 16);
+            uint8x16_t q[2] = {vld1q_u8(x[b].qs + 32 * h), vld1q_u8(x[b].qs + 32 * h + 16)};
             for (int j = 0; j < 4; j++, y += 32, sc += 2) {
-                store_affine16(y, vandq_u8(q0, vdupq_n_u8(3)), d * (sc[0] & 0x0f), -(dmin * (sc[0] >> 4)));
-                store_affine16(y + 16, vandq_u8(q1, vdupq_n_u8(3)), d * (sc[1] & 0x0f), -(dmin * (sc[1] >> 4)));
-                q0 = vshrq_n_u8(q0, 2);
-                q1 = vshrq_n_u8(q1, 2);
+                uint8x16x2_t w = next_crumbs(q);
+                store_affine16(y, w.val[0], d * (sc[0] & 0x0f), -(dmin * (sc[0] >> 4)));
+                store_affine16(y + 16, w.val[1], d * (sc[1] & 0x0f), -(dmin * (sc[1] >> 4)));
             }
         }
     }
@@ -460,51 +499,38 @@ static void to_float_q2_K(const void *vx, float *y, int64_t n) {
 
 static void to_float_q3_K(const void *vx, float *y, int64_t n) {
     const block_q3_K *x = vx;
-    const uint8x16_t m3 = vdupq_n_u8(3), one = vdupq_n_u8(1);
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float d = ll_half_to_f32(x[b].d);
         int8_t sc[16];
         unpack_scales_q3_K(x[b].scales, sc);
-        uint8x16_t hm0 = vld1q_u8(x[b].hmask), hm1 = vld1q_u8(x[b].hmask + 16);
-        int g = 0;
-        for (int h = 0; h < 2; h++) {
-            uint8x16_t q0 = vld1q_u8(x[b].qs + 32 * h), q1 = vld1q_u8(x[b].qs + 32 * h + 16);
+        uint8x16_t hm[2] = {vld1q_u8(x[b].hmask), vld1q_u8(x[b].hmask + 16)};
+        for (int h = 0, g = 0; h < 2; h++) {
+            uint8x16_t q[2] = {vld1q_u8(x[b].qs + 32 * h), vld1q_u8(x[b].qs + 32 * h + 16)};
             for (int j = 0; j < 4; j++, y += 32, g += 2) {
-                int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, m3)),
-                                        vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, hm0), 2)));
-                int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, m3)),
-                                        vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, hm1), 2)));
-                store_scaled16(y, w0, d * sc[g]);
-                store_scaled16(y + 16, w1, d * sc[g + 1]);
-                q0 = vshrq_n_u8(q0, 2);
-                q1 = vshrq_n_u8(q1, 2);
-                hm0 = vshrq_n_u8(hm0, 1);
-                hm1 = vshrq_n_u8(hm1, 1);
+                int8x16x2_t w = next_q3_K(q, hm);
+                store_scaled16(y, w.val[0], d * sc[g]);
+                store_scaled16(y + 16, w.val[1], d * sc[g + 1]);
             }
         }
     }
 }
 
-/* Q4_K and Q5_K: 4 chunks of 64, low nibbles first; Q5_K's qh adds bit 4
- * (bit 2j of qh[l] to the low half of chunk j, bit 2j+1 to the high half) */
+/* Q4_K and Q5_K (qh NULL for Q4_K): x = d sc q - dmin m per 32 */
 static void dequantize_k4(const uint8_t *qs, const uint8_t *qh, const uint8_t scales[12],
                           ll_half d16, ll_half dmin16, float *y) {
     const float d = ll_half_to_f32(d16), dmin = ll_half_to_f32(dmin16);
-    const uint8x16_t m4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
     uint8_t sc[8], mn[8];
     unpack_scale_min_k4(scales, sc, mn);
-    uint8x16_t h[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};
+    uint8x16_t h[2];
     if (qh) h[0] = vld1q_u8(qh), h[1] = vld1q_u8(qh + 16);
     for (int j = 0; j < 4; j++, y += 64) {
+        uint8x16x2_t lo, hi;
+        unpack_k4_chunk(qs + 32 * j, qh ? h : NULL, &lo, &hi);
         const float d1 = d * sc[2 * j], m1 = dmin * mn[2 * j];
         const float d2 = d * sc[2 * j + 1], m2 = dmin * mn[2 * j + 1];
         for (int k = 0; k < 2; k++) {
-            uint8x16_t bytes = vld1q_u8(qs + 32 * j + 16 * k);
-            uint8x16_t lo = vorrq_u8(vandq_u8(bytes, m4), vshlq_n_u8(vandq_u8(h[k], one), 4));
-            uint8x16_t hi = vorrq_u8(vshrq_n_u8(bytes, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h[k], 1), one), 4));
-            store_affine16(y + 16 * k, lo, d1, -m1);
-            store_affine16(y + 32 + 16 * k, hi, d2, -m2);
-            h[k] = vshrq_n_u8(h[k], 2);
+            store_affine16(y + 16 * k, lo.val[k], d1, -m1);
+            store_affine16(y + 32 + 16 * k, hi.val[k], d2, -m2);
         }
     }
 }
@@ -549,13 +575,10 @@ static void to_float_iq4_xs(const void *vx, float *y, int64_t n) {
 
 /* ---- the table --------------------------------------------------------------- */
 
-static int neon_dotprod = -1;
+static int dotprod_in_use;
 
-/* 1 when the dotprod kernels are in use (tests ask which path ran) */
-int ll_neon_dotprod(void) {
-    if (neon_dotprod < 0) neon_dotprod = cpu_has_dotprod();
-    return neon_dotprod;
-}
+/* 1 when the table holds the dotprod kernels (the tests ask which set ran) */
+int ll_neon_dotprod(void) { return dotprod_in_use; }
 
 void ll_kernels_fill_neon(ll_kernels *k) {
     k->quantize_act[LL_TYPE_Q8_0] = quantize_q8_0;
@@ -565,7 +588,8 @@ void ll_kernels_fill_neon(ll_kernels *k) {
     k->vec_dot[LL_TYPE_F32] = vec_dot_f32;
     k->vec_dot[LL_TYPE_F16] = vec_dot_f16;
     k->vec_dot[LL_TYPE_BF16] = vec_dot_bf16;
-    if (ll_neon_dotprod()) fill_int_dots_dotprod(k);
+    dotprod_in_use = cpu_has_dotprod();
+    if (dotprod_in_use) fill_int_dots_dotprod(k);
     else fill_int_dots_neon(k);
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
