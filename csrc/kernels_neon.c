@@ -17,6 +17,18 @@
 #include <string.h>
 #include "quants.h"
 
+/* Clang before 16 (Apple clang before 15) declares the dotprod intrinsics
+ * only when the whole file is built for dotprod; built by it, the plain
+ * kernels serve every CPU. */
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD) &&                    \
+    ((defined(__apple_build_version__) && __clang_major__ < 15) ||             \
+     (!defined(__apple_build_version__) && __clang_major__ < 16))
+#define LL_DOTPROD_KERNELS 0
+#else
+#define LL_DOTPROD_KERNELS 1
+#endif
+
+#if LL_DOTPROD_KERNELS
 #if defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -37,6 +49,7 @@ static int cpu_has_dotprod(void) {
     return 0;
 #endif
 }
+#endif
 
 /* hardware half -> float: exact for every finite value (dots only; NaN
  * payloads may differ from ll_half_to_f32, which the dequantizers use) */
@@ -355,6 +368,7 @@ static inline int32x4_t dot_widening(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #undef NEON_TARGET
 #undef NEON_DOT
 
+#if LL_DOTPROD_KERNELS
 #if defined(__clang__)
 #define NEON_TARGET __attribute__((target("dotprod")))
 #else
@@ -366,6 +380,7 @@ static inline int32x4_t dot_widening(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #undef NEON_FN
 #undef NEON_TARGET
 #undef NEON_DOT
+#endif
 
 /* ---- dequantizers (bit-identical to the references) ----------------------- */
 
@@ -588,9 +603,11 @@ void ll_kernels_fill_neon(ll_kernels *k) {
     k->vec_dot[LL_TYPE_F32] = vec_dot_f32;
     k->vec_dot[LL_TYPE_F16] = vec_dot_f16;
     k->vec_dot[LL_TYPE_BF16] = vec_dot_bf16;
+    fill_int_dots_neon(k);
+#if LL_DOTPROD_KERNELS
     dotprod_in_use = cpu_has_dotprod();
     if (dotprod_in_use) fill_int_dots_dotprod(k);
-    else fill_int_dots_neon(k);
+#endif
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;
