@@ -2,6 +2,7 @@
  * IQ4 formats: dequantize, quantize (llama.cpp's reference algorithm) and the
  * dot product against the activation type. This code defines the formats;
  * every SIMD kernel is tested against it. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "quants.h"
@@ -84,22 +85,446 @@ void ll_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     *s = sum;
 }
 
-/* ---- not yet written: filled in by the legacy/IQ4 work --------------------- */
-#define LL_STUB_TYPE(t) \
-    void ll_dequantize_row_##t(const void *x, float *y, int64_t n) { memset(y, 0, (size_t)n * 4); } \
-    void ll_quantize_row_##t##_ref(const float *x, void *y, int64_t n) { (void)x; (void)y; (void)n; }
-LL_STUB_TYPE(q4_0)
-LL_STUB_TYPE(q4_1)
-LL_STUB_TYPE(q5_0)
-LL_STUB_TYPE(q5_1)
-LL_STUB_TYPE(q8_1)
-LL_STUB_TYPE(iq4_nl)
-LL_STUB_TYPE(iq4_xs)
-#define LL_STUB_DOT(f) void f(int64_t n, float *s, const void *x, const void *y) { *s = 0; }
-LL_STUB_DOT(ll_vec_dot_q4_0_q8_0)
-LL_STUB_DOT(ll_vec_dot_q4_1_q8_1)
-LL_STUB_DOT(ll_vec_dot_q5_0_q8_0)
-LL_STUB_DOT(ll_vec_dot_q5_1_q8_1)
-LL_STUB_DOT(ll_vec_dot_iq4_nl_q8_0)
-LL_STUB_DOT(ll_vec_dot_iq4_xs_q8_K)
+
+/* ---- shared by the legacy formats ----------------------------------------- */
+
+/* The value of largest magnitude (the first one on ties), sign kept: the
+ * symmetric formats map it to their most negative level so the full range
+ * on that side is used. */
+static float signed_absmax(const float *v, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (fabsf(v[j]) > amax) {
+            amax = fabsf(v[j]);
+            max = v[j];
+        }
+    }
+    return max;
+}
+
+static void min_max(const float *v, int n, float *min, float *max) {
+    float lo = FLT_MAX, hi = -FLT_MAX;
+    for (int j = 0; j < n; j++) {
+        if (v[j] < lo) lo = v[j];
+        if (v[j] > hi) hi = v[j];
+    }
+    *min = lo;
+    *max = hi;
+}
+
+/* Element j of a 32-block sits in the low nibble of qs[j] (j < 16) or the
+ * high nibble of qs[j - 16]; the 5-bit formats keep bit 4 of element j in
+ * bit j of qh. */
+static void pack_nibbles(const uint8_t q[32], uint8_t qs[16]) {
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0x0f) | (q[j + 16] << 4));
+}
+
+static void unpack_nibbles(const uint8_t qs[16], uint8_t q[32]) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = qs[j] & 0x0f;
+        q[j + 16] = qs[j] >> 4;
+    }
+}
+
+static void pack_5bit(const uint8_t q[32], uint8_t qs[16], uint8_t qh_bytes[4]) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 32; j++) qh |= (uint32_t)((q[j] >> 4) & 1) << j;
+    pack_nibbles(q, qs);
+    memcpy(qh_bytes, &qh, 4);
+}
+
+static void unpack_5bit(const uint8_t qs[16], const uint8_t qh_bytes[4], uint8_t q[32]) {
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, 4);
+    unpack_nibbles(qs, q);
+    for (int j = 0; j < 32; j++) q[j] |= (uint8_t)(((qh >> j) & 1) << 4);
+}
+
+/* ---- Q4_0: q in 0..15, x = d * (q - 8) ------------------------------------- */
+
+void ll_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
+    block_q4_0 *y = vy;
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        const float *v = x + b * QK4_0;
+        const float d = signed_absmax(v, QK4_0) / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        uint8_t q[QK4_0];
+        /* truncation of a value >= 0 after adding 8.5 rounds to the nearest level */
+        for (int j = 0; j < QK4_0; j++) {
+            const int l = (int)(v[j] * id + 8.5f);
+            q[j] = (uint8_t)(l < 15 ? l : 15);
+        }
+        y[b].d = ll_f32_to_half(d);
+        pack_nibbles(q, y[b].qs);
+    }
+}
+
+void ll_dequantize_row_q4_0(const void *vx, float *y, int64_t n) {
+    const block_q4_0 *x = vx;
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        uint8_t q[QK4_0];
+        unpack_nibbles(x[b].qs, q);
+        for (int j = 0; j < QK4_0; j++) y[b * QK4_0 + j] = (q[j] - 8) * d;
+    }
+}
+
+void ll_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q4_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        uint8_t q[QK4_0];
+        unpack_nibbles(x[b].qs, q);
+        int isum = 0;
+        for (int j = 0; j < QK4_0; j++) isum += (q[j] - 8) * y[b].qs[j];
+        sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
+/* ---- Q4_1: q in 0..15, x = d * q + m --------------------------------------- */
+
+void ll_quantize_row_q4_1_ref(const float *x, void *vy, int64_t n) {
+    block_q4_1 *y = vy;
+    for (int64_t b = 0; b < n / QK4_1; b++) {
+        const float *v = x + b * QK4_1;
+        float min, max;
+        min_max(v, QK4_1, &min, &max);
+        const float d = (max - min) / 15;
+        const float id = d ? 1.0f / d : 0.0f;
+        uint8_t q[QK4_1];
+        for (int j = 0; j < QK4_1; j++) {
+            const int l = (int)((v[j] - min) * id + 0.5f);
+            q[j] = (uint8_t)(l < 15 ? l : 15);
+        }
+        y[b].d = ll_f32_to_half(d);
+        y[b].m = ll_f32_to_half(min);
+        pack_nibbles(q, y[b].qs);
+    }
+}
+
+void ll_dequantize_row_q4_1(const void *vx, float *y, int64_t n) {
+    const block_q4_1 *x = vx;
+    for (int64_t b = 0; b < n / QK4_1; b++) {
+        const float d = ll_half_to_f32(x[b].d), m = ll_half_to_f32(x[b].m);
+        uint8_t q[QK4_1];
+        unpack_nibbles(x[b].qs, q);
+        for (int j = 0; j < QK4_1; j++) y[b * QK4_1 + j] = q[j] * d + m;
+    }
+}
+
+/* sum((d q + m) * dy qy) = d dy sum(q qy) + m * (dy sum(qy)); the activation
+ * block carries the last factor as s */
+void ll_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q4_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK4_1; b++) {
+        uint8_t q[QK4_1];
+        unpack_nibbles(x[b].qs, q);
+        int isum = 0;
+        for (int j = 0; j < QK4_1; j++) isum += q[j] * y[b].qs[j];
+        sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum +
+               ll_half_to_f32(x[b].m) * ll_half_to_f32(y[b].s);
+    }
+    *s = sum;
+}
+
+/* ---- Q5_0: q in 0..31, x = d * (q - 16) ------------------------------------ */
+
+void ll_quantize_row_q5_0_ref(const float *x, void *vy, int64_t n) {
+    block_q5_0 *y = vy;
+    for (int64_t b = 0; b < n / QK5_0; b++) {
+        const float *v = x + b * QK5_0;
+        const float d = signed_absmax(v, QK5_0) / -16;
+        const float id = d ? 1.0f / d : 0.0f;
+        uint8_t q[QK5_0];
+        for (int j = 0; j < QK5_0; j++) {
+            const int l = (int)(v[j] * id + 16.5f);
+            q[j] = (uint8_t)(l < 31 ? l : 31);
+        }
+        y[b].d = ll_f32_to_half(d);
+        pack_5bit(q, y[b].qs, y[b].qh);
+    }
+}
+
+void ll_dequantize_row_q5_0(const void *vx, float *y, int64_t n) {
+    const block_q5_0 *x = vx;
+    for (int64_t b = 0; b < n / QK5_0; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        uint8_t q[QK5_0];
+        unpack_5bit(x[b].qs, x[b].qh, q);
+        for (int j = 0; j < QK5_0; j++) y[b * QK5_0 + j] = (q[j] - 16) * d;
+    }
+}
+
+void ll_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q5_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK5_0; b++) {
+        uint8_t q[QK5_0];
+        unpack_5bit(x[b].qs, x[b].qh, q);
+        int isum = 0;
+        for (int j = 0; j < QK5_0; j++) isum += (q[j] - 16) * y[b].qs[j];
+        sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
+/* ---- Q5_1: q in 0..31, x = d * q + m --------------------------------------- */
+
+void ll_quantize_row_q5_1_ref(const float *x, void *vy, int64_t n) {
+    block_q5_1 *y = vy;
+    for (int64_t b = 0; b < n / QK5_1; b++) {
+        const float *v = x + b * QK5_1;
+        float min, max;
+        min_max(v, QK5_1, &min, &max);
+        const float d = (max - min) / 31;
+        const float id = d ? 1.0f / d : 0.0f;
+        uint8_t q[QK5_1];
+        /* (max - min) * id stays below 31.5, so no clamp is needed (llama.cpp has none) */
+        for (int j = 0; j < QK5_1; j++) q[j] = (uint8_t)(int)((v[j] - min) * id + 0.5f);
+        y[b].d = ll_f32_to_half(d);
+        y[b].m = ll_f32_to_half(min);
+        pack_5bit(q, y[b].qs, y[b].qh);
+    }
+}
+
+void ll_dequantize_row_q5_1(const void *vx, float *y, int64_t n) {
+    const block_q5_1 *x = vx;
+    for (int64_t b = 0; b < n / QK5_1; b++) {
+        const float d = ll_half_to_f32(x[b].d), m = ll_half_to_f32(x[b].m);
+        uint8_t q[QK5_1];
+        unpack_5bit(x[b].qs, x[b].qh, q);
+        for (int j = 0; j < QK5_1; j++) y[b * QK5_1 + j] = q[j] * d + m;
+    }
+}
+
+void ll_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q5_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK5_1; b++) {
+        uint8_t q[QK5_1];
+        unpack_5bit(x[b].qs, x[b].qh, q);
+        int isum = 0;
+        for (int j = 0; j < QK5_1; j++) isum += q[j] * y[b].qs[j];
+        sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum +
+               ll_half_to_f32(x[b].m) * ll_half_to_f32(y[b].s);
+    }
+    *s = sum;
+}
+
+/* ---- Q8_1: the activation type of Q4_1 / Q5_1 ------------------------------ */
+
+void ll_quantize_row_q8_1_ref(const float *x, void *vy, int64_t n) {
+    block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
+        const float *v = x + b * QK8_1;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(v[j]));
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_1; j++) {
+            y[b].qs[j] = (int8_t)roundf(v[j] * id);
+            sum += y[b].qs[j];
+        }
+        y[b].d = ll_f32_to_half(d);
+        /* from the float d, before it is rounded to half */
+        y[b].s = ll_f32_to_half((float)sum * d);
+    }
+}
+
+void ll_dequantize_row_q8_1(const void *vx, float *y, int64_t n) {
+    const block_q8_1 *x = vx;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        for (int j = 0; j < QK8_1; j++) y[b * QK8_1 + j] = x[b].qs[j] * d;
+    }
+}
+
+/* ---- IQ4_NL and IQ4_XS: 4-bit indices into 16 non-uniform levels ------------ */
+
 const int8_t ll_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* below this a group's values count as zero (llama.cpp's GROUP_MAX_EPS) */
+#define IQ4_GROUP_EPS 1e-15f
+/* scales tried on each side of the first guess (llama.cpp's ntry) */
+#define IQ4_SCALE_TRIES 7
+
+/* Nearest integer, ties to even, the way llama.cpp rounds IQ4_XS's group
+ * scales: adding 1.5 * 2^23 leaves the rounded value in the low mantissa
+ * bits. Exact for |v| < 2^22; a NaN (from a group whose weighted sums
+ * overflowed float) gives 0 where lrintf would give LONG_MIN. */
+static int round_nearest(float v) {
+    const uint32_t bits = ll_f32_to_bits(v + 12582912.0f);
+    return (int)(bits & 0x007fffffu) - 0x00400000;
+}
+
+/* Index of the level nearest to x; a tie goes to the upper level. */
+static int iq4_nearest(float x) {
+    const int8_t *v = ll_iq4nl_values;
+    if (x <= v[0]) return 0;
+    if (x >= v[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (x < v[mid]) hi = mid;
+        else lo = mid;
+    }
+    return x - v[lo] < v[hi] - x ? lo : hi;
+}
+
+/* Fit of a 32-group's levels at inverse scale id, weighted by x^2:
+ * sum(w q x) and sum(w q q), whose ratio is the least-squares scale. */
+static void iq4_fit(const float *x, float id, float *sumqx, float *sumq2) {
+    float qx = 0.0f, q2 = 0.0f;
+    for (int j = 0; j < 32; j++) {
+        const float q = ll_iq4nl_values[iq4_nearest(id * x[j])];
+        const float w = x[j] * x[j];
+        qx += w * q * x[j];
+        q2 += w * q * q;
+    }
+    *sumqx = qx;
+    *sumq2 = q2;
+}
+
+/* llama.cpp's scale for one 32-group without an importance matrix: map the
+ * largest magnitude to level -127, take the least-squares scale of that
+ * assignment, then try the 2*7+1 assignments from inverse scales
+ * (k - 127) / max and keep the one with the smallest weighted error.
+ * Costs 16 passes over the group. */
+static float iq4_group_scale(const float *x) {
+    const float max = signed_absmax(x, 32);
+    if (fabsf(max) < IQ4_GROUP_EPS) return 0.0f;
+    float sumqx, sumq2;
+    iq4_fit(x, 1.0f / (-max / ll_iq4nl_values[0]), &sumqx, &sumq2);
+    float d = sumq2 > 0 ? sumqx / sumq2 : 0.0f;
+    float best = d * sumqx;
+    for (int t = -IQ4_SCALE_TRIES; t <= IQ4_SCALE_TRIES; t++) {
+        iq4_fit(x, (t + ll_iq4nl_values[0]) / max, &sumqx, &sumq2);
+        /* sumqx^2 / sumq2 is the error reduction of this assignment */
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    return d;
+}
+
+/* The 4-bit indices of a 32-group at scale d, packed like Q4_0's. */
+static void iq4_pack_group(const float *x, float d, uint8_t qs[16]) {
+    const float id = d ? 1.0f / d : 0.0f;
+    uint8_t q[32];
+    for (int j = 0; j < 32; j++) q[j] = (uint8_t)iq4_nearest(id * x[j]);
+    pack_nibbles(q, qs);
+}
+
+void ll_quantize_row_iq4_nl_ref(const float *x, void *vy, int64_t n) {
+    block_iq4_nl *y = vy;
+    for (int64_t b = 0; b < n / QK4_NL; b++) {
+        const float *v = x + b * QK4_NL;
+        const float d = iq4_group_scale(v);
+        y[b].d = ll_f32_to_half(d);
+        iq4_pack_group(v, d, y[b].qs);
+    }
+}
+
+void ll_dequantize_row_iq4_nl(const void *vx, float *y, int64_t n) {
+    const block_iq4_nl *x = vx;
+    for (int64_t b = 0; b < n / QK4_NL; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        uint8_t q[QK4_NL];
+        unpack_nibbles(x[b].qs, q);
+        for (int j = 0; j < QK4_NL; j++) y[b * QK4_NL + j] = d * ll_iq4nl_values[q[j]];
+    }
+}
+
+void ll_vec_dot_iq4_nl_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_iq4_nl *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK4_NL; b++) {
+        uint8_t q[QK4_NL];
+        unpack_nibbles(x[b].qs, q);
+        int isum = 0;
+        for (int j = 0; j < QK4_NL; j++) isum += ll_iq4nl_values[q[j]] * y[b].qs[j];
+        sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
+/* IQ4_XS: 8 groups of 32 per 256-block, each with a 6-bit scale ls - 32 of
+ * the block's half d (low 4 bits in scales_l, high 2 in scales_h). */
+static int iq4_xs_group_scale(const block_iq4_xs *b, int g) {
+    const int lo = (b->scales_l[g / 2] >> 4 * (g % 2)) & 0x0f;
+    const int hi = (b->scales_h >> 2 * g) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+void ll_quantize_row_iq4_xs_ref(const float *x, void *vy, int64_t n) {
+    block_iq4_xs *y = vy;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float *v = x + b * QK_K;
+        float scales[QK_K / 32];
+        float amax = 0.0f, max = 0.0f;
+        for (int g = 0; g < QK_K / 32; g++) {
+            scales[g] = iq4_group_scale(v + 32 * g);
+            if (fabsf(scales[g]) > amax) {
+                amax = fabsf(scales[g]);
+                max = scales[g];
+            }
+        }
+        /* the largest group scale becomes -32 * d; all zero gives d = -0 */
+        const float d = -max / 32;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = ll_f32_to_half(d);
+        y[b].scales_h = 0;
+        memset(y[b].scales_l, 0, sizeof y[b].scales_l);
+        for (int g = 0; g < QK_K / 32; g++) {
+            int l = round_nearest(id * scales[g]);
+            l = l < -32 ? -32 : l > 31 ? 31 : l;
+            iq4_pack_group(v + 32 * g, d * (float)l, y[b].qs + 16 * g);
+            const int u = l + 32;
+            y[b].scales_l[g / 2] |= (uint8_t)((u & 0x0f) << 4 * (g % 2));
+            y[b].scales_h |= (uint16_t)((u >> 4) << 2 * g);
+        }
+    }
+}
+
+void ll_dequantize_row_iq4_xs(const void *vx, float *y, int64_t n) {
+    const block_iq4_xs *x = vx;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = ll_half_to_f32(x[b].d);
+        for (int g = 0; g < QK_K / 32; g++) {
+            const float dl = d * (float)iq4_xs_group_scale(&x[b], g);
+            uint8_t q[32];
+            unpack_nibbles(x[b].qs + 16 * g, q);
+            for (int j = 0; j < 32; j++) y[b * QK_K + 32 * g + j] = dl * ll_iq4nl_values[q[j]];
+        }
+    }
+}
+
+/* One integer sum per 256-block (|sum| < 32 * 127 * 127 * 256 < 2^31), then
+ * one float multiply-add: SIMD kernels can reproduce it exactly. */
+void ll_vec_dot_iq4_xs_q8_K(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_iq4_xs *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int isum = 0;
+        for (int g = 0; g < QK_K / 32; g++) {
+            uint8_t q[32];
+            unpack_nibbles(x[b].qs + 16 * g, q);
+            const int8_t *a = y[b].qs + 32 * g;
+            int gsum = 0;
+            for (int j = 0; j < 32; j++) gsum += ll_iq4nl_values[q[j]] * a[j];
+            isum += iq4_xs_group_scale(&x[b], g) * gsum;
+        }
+        sum += ll_half_to_f32(x[b].d) * y[b].d * (float)isum;
+    }
+    *s = sum;
+}
