@@ -72,13 +72,13 @@ static inline float load_absmax32(const float *x, float32x4_t v[8]) {
     return vmaxnmvq_f32(m);
 }
 
-/* 8 of roundf(v * id) as int8. Narrowing keeps the low byte, as the scalar
- * (int8_t) conversion does on arm64, so even a pathological id (from a
- * subnormal scale) gives the reference's bytes. */
+/* 8 of the references' q8_level(v * id): round ties away, saturate, clamp
+ * to [-127, 127]; a NaN converts to 0. */
 static inline int8x8_t round_away_s8(float32x4_t a, float32x4_t b, float id) {
     int32x4_t ia = vcvtaq_s32_f32(vmulq_n_f32(a, id));
     int32x4_t ib = vcvtaq_s32_f32(vmulq_n_f32(b, id));
-    return vmovn_s16(vcombine_s16(vmovn_s32(ia), vmovn_s32(ib)));
+    int8x8_t q = vqmovn_s16(vcombine_s16(vqmovn_s32(ia), vqmovn_s32(ib)));
+    return vmax_s8(q, vdup_n_s8(-127));
 }
 
 static void quantize_q8_0(const float *x, void *vy, int64_t n) {

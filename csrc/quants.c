@@ -53,6 +53,14 @@ void ll_vec_dot_bf16_f32(int64_t n, float *s, const void *x, const void *y) {
 
 /* ---- Q8_0 ------------------------------------------------------------------ */
 
+/* round(v) as an 8-bit level, ties away from zero. When a block's largest
+ * value is below ~3e-39, 1/d overflows and v * id is +-inf (or NaN for a 0):
+ * clamp to +-127 and take NaN as 0, where a bare cast would be undefined. */
+static int8_t q8_level(float v) {
+    const float r = roundf(v);
+    return r >= 127.0f ? 127 : r <= -127.0f ? -127 : r == r ? (int8_t)r : 0;
+}
+
 void ll_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
     block_q8_0 *y = vy;
     for (int64_t b = 0; b < n / QK8_0; b++) {
@@ -62,7 +70,7 @@ void ll_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
         const float d = amax / 127.0f;
         const float id = d ? 1.0f / d : 0.0f;
         y[b].d = ll_f32_to_half(d);
-        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = (int8_t)roundf(v[j] * id);
+        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = q8_level(v[j] * id);
     }
 }
 
@@ -315,7 +323,7 @@ void ll_quantize_row_q8_1_ref(const float *x, void *vy, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < QK8_1; j++) {
-            y[b].qs[j] = (int8_t)roundf(v[j] * id);
+            y[b].qs[j] = q8_level(v[j] * id);
             sum += y[b].qs[j];
         }
         y[b].d = ll_f32_to_half(d);
