@@ -258,7 +258,8 @@ def min_p(ids: np.ndarray, logits: np.ndarray, p: float,
     One comparison per candidate: p_i >= p * p_max <=> logit_i >= max + log p."""
     if p <= 0.0 or len(logits) == 0:
         return ids, logits
-    threshold = logits.max() + np.log(np.float32(p))
+    with np.errstate(divide="ignore"):  # a p below float32's range is 0: keep all
+        threshold = logits.max() + np.log(np.float32(p))
     keep = logits >= threshold
     if np.count_nonzero(keep) < min_keep:
         return top_k(ids, logits, min_keep)
