@@ -8,6 +8,9 @@ The chain, in llama.cpp's order (the one llama-cpp-python builds):
 A temperature <= 0 is greedy: the argmax after the processors, bias and
 penalties. Mirostat (mode 1 or 2) replaces everything after the penalties with
 temperature followed by mirostat, as llama.cpp's common sampler does.
+llama-cpp-python differs in two corners, on purpose not followed here: its
+mirostat ignores the temperature, and a temperature < 0 samples the plain
+softmax there instead of being greedy.
 
 Each step works on a candidate list (token ids with their logits, in an order
 that matters: the draw walks the list). The steps are functions here so they
@@ -22,8 +25,9 @@ they walk, widening it until the probability mass they need is inside (see
 exactly what a full sort would give, ties going to the lower token id.
 
 The random draws follow std::mt19937 and libstdc++'s generate_canonical, as
-llama.cpp's `dist` and `mirostat` samplers do, so a seed picks the same token
-llama.cpp picks from the same probabilities.
+llama.cpp's `dist` and `mirostat` samplers do, so a seed picks the token
+llama.cpp picks from the same candidates in the same order (up to float
+rounding in the sums).
 """
 from __future__ import annotations
 
