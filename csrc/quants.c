@@ -53,6 +53,14 @@ void ll_vec_dot_bf16_f32(int64_t n, float *s, const void *x, const void *y) {
 
 /* ---- Q8_0 ------------------------------------------------------------------ */
 
+/* round(v) as an 8-bit level, ties away from zero. When a block's largest
+ * value is below ~3e-39, 1/d overflows and v * id is +-inf (or NaN for a 0):
+ * clamp to +-127 and take NaN as 0, where a bare cast would be undefined. */
+static int8_t q8_level(float v) {
+    const float r = roundf(v);
+    return r >= 127.0f ? 127 : r <= -127.0f ? -127 : r == r ? (int8_t)r : 0;
+}
+
 void ll_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
     block_q8_0 *y = vy;
     for (int64_t b = 0; b < n / QK8_0; b++) {
@@ -62,7 +70,7 @@ void ll_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
         const float d = amax / 127.0f;
         const float id = d ? 1.0f / d : 0.0f;
         y[b].d = ll_f32_to_half(d);
-        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = (int8_t)roundf(v[j] * id);
+        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = q8_level(v[j] * id);
     }
 }
 
@@ -87,20 +95,6 @@ void ll_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
 
 
 /* ---- shared by the legacy formats ----------------------------------------- */
-
-/* The value of largest magnitude (the first one on ties), sign kept: the
- * symmetric formats map it to their most negative level so the full range
- * on that side is used. */
-static float signed_absmax(const float *v, int n) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < n; j++) {
-        if (fabsf(v[j]) > amax) {
-            amax = fabsf(v[j]);
-            max = v[j];
-        }
-    }
-    return max;
-}
 
 static void min_max(const float *v, int n, float *min, float *max) {
     float lo = FLT_MAX, hi = -FLT_MAX;
@@ -146,7 +140,7 @@ void ll_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
     block_q4_0 *y = vy;
     for (int64_t b = 0; b < n / QK4_0; b++) {
         const float *v = x + b * QK4_0;
-        const float d = signed_absmax(v, QK4_0) / -8;
+        const float d = ll_signed_absmax(v, QK4_0) / -8;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK4_0];
         /* truncation of a value >= 0 after adding 8.5 rounds to the nearest level */
@@ -237,7 +231,7 @@ void ll_quantize_row_q5_0_ref(const float *x, void *vy, int64_t n) {
     block_q5_0 *y = vy;
     for (int64_t b = 0; b < n / QK5_0; b++) {
         const float *v = x + b * QK5_0;
-        const float d = signed_absmax(v, QK5_0) / -16;
+        const float d = ll_signed_absmax(v, QK5_0) / -16;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK5_0];
         for (int j = 0; j < QK5_0; j++) {
@@ -329,7 +323,7 @@ void ll_quantize_row_q8_1_ref(const float *x, void *vy, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < QK8_1; j++) {
-            y[b].qs[j] = (int8_t)roundf(v[j] * id);
+            y[b].qs[j] = q8_level(v[j] * id);
             sum += y[b].qs[j];
         }
         y[b].d = ll_f32_to_half(d);
@@ -354,15 +348,6 @@ const int8_t ll_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1,
 #define IQ4_GROUP_EPS 1e-15f
 /* scales tried on each side of the first guess (llama.cpp's ntry) */
 #define IQ4_SCALE_TRIES 7
-
-/* Nearest integer, ties to even, the way llama.cpp rounds IQ4_XS's group
- * scales: adding 1.5 * 2^23 leaves the rounded value in the low mantissa
- * bits. Exact for |v| < 2^22; a NaN (from a group whose weighted sums
- * overflowed float) gives 0 where lrintf would give LONG_MIN. */
-static int round_nearest(float v) {
-    const uint32_t bits = ll_f32_to_bits(v + 12582912.0f);
-    return (int)(bits & 0x007fffffu) - 0x00400000;
-}
 
 /* Index of the level nearest to x; a tie goes to the upper level. */
 static int iq4_nearest(float x) {
@@ -398,7 +383,7 @@ static void iq4_fit(const float *x, float id, float *sumqx, float *sumq2) {
  * (k - 127) / max and keep the one with the smallest weighted error.
  * Costs 16 passes over the group. */
 static float iq4_group_scale(const float *x) {
-    const float max = signed_absmax(x, 32);
+    const float max = ll_signed_absmax(x, 32);
     if (fabsf(max) < IQ4_GROUP_EPS) return 0.0f;
     float sumqx, sumq2;
     iq4_fit(x, 1.0f / (-max / ll_iq4nl_values[0]), &sumqx, &sumq2);
@@ -485,7 +470,7 @@ void ll_quantize_row_iq4_xs_ref(const float *x, void *vy, int64_t n) {
         y[b].scales_h = 0;
         memset(y[b].scales_l, 0, sizeof y[b].scales_l);
         for (int g = 0; g < QK_K / 32; g++) {
-            int l = round_nearest(id * scales[g]);
+            int l = ll_round_nearest(id * scales[g]);
             l = l < -32 ? -32 : l > 31 ? 31 : l;
             iq4_pack_group(v + 32 * g, d * (float)l, y[b].qs + 16 * g);
             const int u = l + 32;

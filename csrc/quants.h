@@ -108,6 +108,27 @@ static inline uint16_t ll_f32_to_bf16(float f) {
     return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
 }
 
+/* ---- helpers shared by the reference quantizers ------------------------------- */
+
+/* Nearest integer, ties to even (ggml's nearest_int): adding 1.5 * 2^23 leaves
+ * the rounded value in the low mantissa bits. Exact for |v| < 2^22; past that
+ * it wraps as ggml's does, and a NaN gives 0, so even degenerate blocks stay
+ * byte-identical to llama.cpp's. */
+static inline int ll_round_nearest(float v) {
+    return (int)(ll_f32_to_bits(v + 12582912.0f) & 0x007fffffu) - 0x00400000;
+}
+
+/* The element of largest magnitude (the first on ties), sign kept: symmetric
+ * formats map it to their most negative level so that side's range is used. */
+static inline float ll_signed_absmax(const float *v, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float a = v[j] < 0 ? -v[j] : v[j];
+        if (a > amax) { amax = a; max = v[j]; }
+    }
+    return max;
+}
+
 /* ---- function tables ---------------------------------------------------------- */
 
 typedef void (*ll_to_float_fn)(const void *x, float *y, int64_t n);
@@ -141,6 +162,8 @@ extern const ll_kernels *ll_active;
 
 void ll_kernels_fill_avx2(ll_kernels *k);
 void ll_kernels_fill_neon(ll_kernels *k);
+/* arm64 only: 1 when the NEON table uses the dotprod (SDOT) kernels */
+int ll_neon_dotprod(void);
 
 /* per-thread error message; returns code for `return ll_error(...)` */
 int ll_error(int code, const char *fmt, ...);

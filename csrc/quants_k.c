@@ -24,24 +24,7 @@
 
 /* ---- rounding and the scale searches ------------------------------------- */
 
-/* ggml's nearest_int: adding 1.5 * 2^23 leaves round-half-even(v) in the low
- * 22 mantissa bits. Exact for |v| < 2^22; past that it wraps exactly as
- * ggml's does, so even degenerate blocks stay byte-identical. */
-static inline int round_nearest(float v) {
-    return (int)(ll_f32_to_bits(v + 12582912.0f) & 0x7fffff) - 0x400000;
-}
-
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/* the element of largest magnitude (the first on ties), sign kept */
-static float signed_absmax(const float *x, int n) {
-    float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    return max;
-}
 
 /* Levels l = round(iscale * x) clamped to [-nmax, nmax-1], stored as l + nmax,
  * and the x^2-weighted sums sum(w x l), sum(w l^2) that rate them: the
@@ -50,7 +33,7 @@ static void symmetric_trial(const float *x, int n, int nmax, float iscale, int8_
                             float *sumlx, float *suml2) {
     float slx = 0.0f, sl2 = 0.0f;
     for (int i = 0; i < n; i++) {
-        const int l = clampi(round_nearest(iscale * x[i]), -nmax, nmax - 1);
+        const int l = clampi(ll_round_nearest(iscale * x[i]), -nmax, nmax - 1);
         const float w = x[i] * x[i];
         L[i] = (int8_t)(l + nmax);
         slx += w * x[i] * l;
@@ -65,7 +48,7 @@ static void symmetric_trial(const float *x, int n, int nmax, float iscale, int8_
  * least-squares scale explains most of x. Returns that scale; L gets levels
  * in [0, 2*nmax). Used by Q6_K; 19 passes over 16 values. */
 static float fit_symmetric(const float *x, int n, int nmax, int8_t *L) {
-    const float max = signed_absmax(x, n);
+    const float max = ll_signed_absmax(x, n);
     if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;
@@ -92,7 +75,7 @@ static float fit_symmetric(const float *x, int n, int nmax, int8_t *L) {
  * the others prefers, keeping moves that raise sumlx^2 / suml2 (x^2 weights).
  * Returns the least-squares scale; L gets levels in [0, 2*nmax). */
 static float fit_symmetric_refined(const float *x, int n, int nmax, int8_t *L) {
-    const float max = signed_absmax(x, n);
+    const float max = ll_signed_absmax(x, n);
     if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;
@@ -100,7 +83,7 @@ static float fit_symmetric_refined(const float *x, int n, int nmax, int8_t *L) {
     const float iscale = -nmax / max;
     float sumlx = 0.0f, suml2 = 0.0f;
     for (int i = 0; i < n; i++) {
-        const int l = clampi(round_nearest(iscale * x[i]), -nmax, nmax - 1);
+        const int l = clampi(ll_round_nearest(iscale * x[i]), -nmax, nmax - 1);
         const float w = x[i] * x[i];
         L[i] = (int8_t)l;
         sumlx += w * x[i] * l;
@@ -113,7 +96,7 @@ static float fit_symmetric_refined(const float *x, int n, int nmax, int8_t *L) {
             float slx = sumlx - w * x[i] * L[i];
             if (slx > 0) { /* not "<= 0: skip", so that a NaN skips too, as in llama.cpp */
                 float sl2 = suml2 - w * L[i] * L[i];
-                const int l = clampi(round_nearest(x[i] * sl2 / slx), -nmax, nmax - 1);
+                const int l = clampi(ll_round_nearest(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (l != L[i]) {
                     slx += w * x[i] * l;
                     sl2 += w * l * l;
@@ -161,7 +144,7 @@ static float fit_affine(const float *x, const float *w, int n, int nmax, float r
     float scale = 1 / iscale;
     float best_error = 0.0f;
     for (int i = 0; i < n; i++) {
-        L[i] = (int8_t)clampi(round_nearest(iscale * (x[i] - min)), 0, nmax);
+        L[i] = (int8_t)clampi(ll_round_nearest(iscale * (x[i] - min)), 0, nmax);
         best_error += w[i] * fit_error(scale * L[i] + min - x[i], use_mad);
     }
     int8_t trial[32];
@@ -169,7 +152,7 @@ static float fit_affine(const float *x, const float *w, int n, int nmax, float r
         iscale = (rmin + rdelta * step + nmax) / (max - min);
         float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
         for (int i = 0; i < n; i++) {
-            const int l = clampi(round_nearest(iscale * (x[i] - min)), 0, nmax);
+            const int l = clampi(ll_round_nearest(iscale * (x[i] - min)), 0, nmax);
             trial[i] = (int8_t)l;
             sum_l += w[i] * l;
             sum_l2 += w[i] * l * l;
@@ -290,12 +273,12 @@ void ll_quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
         y[b].dmin = ll_f32_to_half(0.0f);
         if (max_scale > 0) {
             const float iscale = 15.0f / max_scale;
-            for (int j = 0; j < 16; j++) y[b].scales[j] = (uint8_t)round_nearest(iscale * scales[j]);
+            for (int j = 0; j < 16; j++) y[b].scales[j] = (uint8_t)ll_round_nearest(iscale * scales[j]);
             y[b].d = ll_f32_to_half(max_scale / 15.0f);
         }
         if (max_min > 0) {
             const float iscale = 15.0f / max_min;
-            for (int j = 0; j < 16; j++) y[b].scales[j] |= (uint8_t)(round_nearest(iscale * mins[j]) << 4);
+            for (int j = 0; j < 16; j++) y[b].scales[j] |= (uint8_t)(ll_round_nearest(iscale * mins[j]) << 4);
             y[b].dmin = ll_f32_to_half(max_min / 15.0f);
         }
         /* requantize against the scales as stored; a zero scale keeps the search's levels */
@@ -305,7 +288,7 @@ void ll_quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
             if (dl == 0) continue;
             const float ml = dmin * (y[b].scales[j] >> 4);
             for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (int8_t)clampi(round_nearest((x[16 * j + i] + ml) / dl), 0, 3);
+                L[16 * j + i] = (int8_t)clampi(ll_round_nearest((x[16 * j + i] + ml) / dl), 0, 3);
         }
         pack_2bit(L, y[b].qs);
     }
@@ -361,7 +344,7 @@ void ll_quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
         if (max_scale != 0) {
             const float iscale = -32.0f / max_scale;
             for (int j = 0; j < 16; j++) {
-                const int8_t l = (int8_t)round_nearest(iscale * scales[j]);
+                const int8_t l = (int8_t)ll_round_nearest(iscale * scales[j]);
                 put_q3_scale(y[b].scales, j, clampi(l, -32, 31) + 32);
             }
             y[b].d = ll_f32_to_half(1 / iscale);
@@ -372,7 +355,7 @@ void ll_quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
             const float dl = d * (q3_scale(y[b].scales, j) - 32);
             if (dl == 0) continue;
             for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (int8_t)(clampi(round_nearest(x[16 * j + i] / dl), -4, 3) + 4);
+                L[16 * j + i] = (int8_t)(clampi(ll_round_nearest(x[16 * j + i] / dl), -4, 3) + 4);
         }
         /* the third bit goes to hmask, the low two to the 2-bit planes */
         memset(y[b].hmask, 0, sizeof y[b].hmask);
@@ -445,8 +428,8 @@ static void quantize_k4_levels(const float *x, int nmax, float rmin, int nstep, 
     uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
         /* llama.cpp narrows to a byte before clamping to 63 */
-        const uint8_t sc = (uint8_t)round_nearest(inv_scale * scales[j]);
-        const uint8_t m = (uint8_t)round_nearest(inv_min * mins[j]);
+        const uint8_t sc = (uint8_t)ll_round_nearest(inv_scale * scales[j]);
+        const uint8_t m = (uint8_t)ll_round_nearest(inv_min * mins[j]);
         ls[j] = sc < 63 ? sc : 63;
         lm[j] = m < 63 ? m : 63;
     }
@@ -462,7 +445,7 @@ static void quantize_k4_levels(const float *x, int nmax, float rmin, int nstep, 
         if (dl == 0) continue; /* keep the search's levels */
         const float ml = dmin * m;
         for (int i = 0; i < 32; i++)
-            L[32 * j + i] = (int8_t)clampi(round_nearest((x[32 * j + i] + ml) / dl), 0, nmax);
+            L[32 * j + i] = (int8_t)clampi(ll_round_nearest((x[32 * j + i] + ml) / dl), 0, nmax);
     }
 }
 
@@ -583,7 +566,7 @@ void ll_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
         const float iscale = -128.0f / max_scale;
         y[b].d = ll_f32_to_half(1 / iscale);
         for (int j = 0; j < 16; j++) {
-            const int l = round_nearest(iscale * scales[j]);
+            const int l = ll_round_nearest(iscale * scales[j]);
             y[b].scales[j] = (int8_t)(l < 127 ? l : 127);
         }
         /* requantize against the scales as stored; a zero scale keeps the search's levels */
@@ -592,7 +575,7 @@ void ll_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
             const float dl = d * y[b].scales[j];
             if (dl == 0) continue;
             for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (int8_t)(clampi(round_nearest(x[16 * j + i] / dl), -32, 31) + 32);
+                L[16 * j + i] = (int8_t)(clampi(ll_round_nearest(x[16 * j + i] / dl), -32, 31) + 32);
         }
         for (int h = 0; h < 2; h++)
             for (int l = 0; l < 32; l++) {
@@ -646,7 +629,7 @@ void ll_vec_dot_q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy) {
 void ll_quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
     block_q8_K *y = vy;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
-        const float max = signed_absmax(x, QK_K);
+        const float max = ll_signed_absmax(x, QK_K);
         if (max == 0) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
@@ -654,7 +637,7 @@ void ll_quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
         /* -127 (not -128) keeps every q in [-127, 127], which SIMD dots rely on */
         const float iscale = -127.0f / max;
         for (int e = 0; e < QK_K; e++) {
-            const int v = round_nearest(iscale * x[e]);
+            const int v = ll_round_nearest(iscale * x[e]);
             y[b].qs[e] = (int8_t)(v < 127 ? v : 127);
         }
         for (int g = 0; g < QK_K / 16; g++) {

@@ -11,7 +11,6 @@
 #endif
 #if defined(__aarch64__)
 #define LL_ARM64 1
-#include <sys/auxv.h>
 #endif
 
 /* ---- errors ---------------------------------------------------------------- */

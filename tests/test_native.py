@@ -125,3 +125,21 @@ def test_unsupported_types_are_named():
         quants.quantize(np.ones((1, 256), np.float32), "IQ2_XXS")
     with pytest.raises(ValueError, match="unknown tensor type 'Q4_9'"):
         quants.as_type("Q4_9")
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "neon"])
+@pytest.mark.parametrize("act", ["Q8_0", "Q8_1"])
+def test_activation_levels_saturate_for_vanishing_scales(isa, act, restore_isa):
+    """Below ~3e-39 the inverse scale overflows: levels clamp to +-127 (the
+    largest element) instead of an undefined float-to-int cast."""
+    if not isa_available(isa):
+        pytest.skip(f"{isa} not available here")
+    from llamalite._native import check, ptr
+    set_isa(isa)
+    x = np.zeros(32, np.float32)
+    x[3], x[7], x[9] = 2e-39, -2e-39, 1e-39
+    out = np.empty(quants.row_bytes(act, 32), np.uint8)
+    check(lib.ll_quantize_act(int(quants.as_type(act)), ptr(x, "float *"), 32, ptr(out), out.nbytes))
+    qs = out[-32:].view(np.int8)
+    assert qs[3] == 127 and qs[7] == -127 and qs[9] == 127
+    assert np.count_nonzero(qs) == 3
