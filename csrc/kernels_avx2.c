@@ -115,17 +115,22 @@ static inline __m256i dup_hi(__m256i v) { return _mm256_permute4x64_epi64(v, 0xe
 
 /* ---- activation quantizers ---------------------------------------------------- */
 
-/* roundf (halves away from zero) then the conversion to an integer: adding
- * the largest float below 0.5 with x's sign and truncating rounds exactly as
- * roundf does for every float; inf and NaN give INT_MIN, as the scalar
- * float-to-int conversion does on x86. */
-static inline __m256i round_away_epi32(__m256 v) {
+/* The reference's Q8_0 / Q8_1 level of 8 floats: roundf (halves away from
+ * zero) clamped to [-127, 127], NaN as 0 (a block below ~3e-39 makes v * id
+ * infinite or NaN). Adding the largest float below 0.5 with v's sign and
+ * truncating rounds exactly as roundf does; clamping before the truncation
+ * gives the same result as clamping after it. */
+static inline __m256i q8_levels(__m256 v) {
     const __m256 half = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(0x1.fffffep-2f));
-    return _mm256_cvttps_epi32(_mm256_add_ps(v, half));
+    __m256 t = _mm256_add_ps(v, half);
+    t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q));
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_cvttps_epi32(t);
 }
 
 /* 4 x 8 int32 -> 32 int8 in order, keeping each value's low byte as the
- * scalar (int8_t) conversion does (saturating packs would differ for INT_MIN) */
+ * scalar (int8_t) conversion does: Q8_K's levels wrap as ggml's do where a
+ * degenerate block takes them out of range, and saturating packs would not */
 static inline __m256i pack_low_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
     const __m256i ff = _mm256_set1_epi32(0xff);
     const __m256i ab = _mm256_packus_epi32(_mm256_and_si256(a, ff), _mm256_and_si256(b, ff));
@@ -146,7 +151,7 @@ static float quantize_block_32(const float *x, int8_t *qs) {
     const float d = hmax_ps(amax) / 127.0f;
     const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
     __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = round_away_epi32(_mm256_mul_ps(v[k], id));
+    for (int k = 0; k < 4; k++) q[k] = q8_levels(_mm256_mul_ps(v[k], id));
     _mm256_storeu_si256((__m256i *)qs, pack_low_bytes(q[0], q[1], q[2], q[3]));
     return d;
 }
