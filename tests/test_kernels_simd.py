@@ -103,7 +103,8 @@ def float_rows(draw, block: int, max_blocks: int, scales=SCALES, spike=1e4):
         if kind == "spiky":
             x[rng.integers(0, n, max(1, n // 64))] *= spike
         x *= scale
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # the largest scales overflow to inf on purpose
+        x = x.astype(np.float32)
     if draw(st.booleans()):
         x.reshape(-1, block)[rng.random(n // block) < 0.3] = 0.0
     return x
@@ -218,9 +219,11 @@ def q8_model(at: T, x: np.ndarray) -> np.ndarray:
         idv = np.float32(1) / d if d else np.float32(0)
         p = (v * idv).astype(np.float64)
         q = (np.sign(p) * np.floor(np.abs(p) + 0.5)).astype(np.int8)  # roundf: halves away from 0
-        head = [np.float16(d).reshape(1).view(np.uint8)]
-        if at == T.Q8_1:
-            head.append(np.float16(np.float32(int(q.astype(np.int32).sum())) * d).reshape(1).view(np.uint8))
+        with np.errstate(over="ignore"):  # half overflows to inf, as in the C code
+            head = [np.float16(d).reshape(1).view(np.uint8)]
+            if at == T.Q8_1:
+                s = np.float32(int(q.astype(np.int32).sum())) * d
+                head.append(np.float16(s).reshape(1).view(np.uint8))
         out.append(np.concatenate(head + [q.view(np.uint8)]))
     return np.concatenate(out)
 
