@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import heapq
 import os
+import re
 import struct
 from typing import Iterable, Iterator
 
@@ -173,21 +174,24 @@ def _sentencepiece_model(vocab: _Vocab, unk_id: int) -> bytes:
 
     llama.cpp merges any two symbols whose joined text is a token, whatever its
     type, so every piece goes in as NORMAL except the byte pieces (for byte
-    fallback) and one UNKNOWN piece that sentencepiece requires. The normalizer
-    only turns spaces into U+2581: the space prefix is added by the caller,
-    per text fragment, as llama.cpp adds it.
+    fallback, which sentencepiece allows only with all 256 of them) and one
+    UNKNOWN piece that sentencepiece requires. The normalizer only turns spaces
+    into U+2581: the space prefix is added by the caller, per text fragment, as
+    llama.cpp adds it.
     """
+    byte_ids = {i for i, (t, a) in enumerate(zip(vocab.texts, vocab.attrs))
+                if a & BYTE and _is_byte_text(t)}
+    byte_fallback = len(byte_ids) == 256
     # A piece is field 1 of ModelProto: piece = 1 (string), score = 2 (float),
     # type = 3 (enum). The loop is kept flat: 262k pieces take ~0.3 s.
     heads: dict[int, bytes] = {}
     tail = struct.Struct("<BfBB").pack
     parts: list[bytes] = []
-    has_bytes = False
-    for i, (text, score, attr) in enumerate(zip(vocab.texts, vocab.scores, vocab.attrs)):
+    for i, (text, score) in enumerate(zip(vocab.texts, vocab.scores)):
         if i == unk_id:
             kind = _PIECE_UNKNOWN
-        elif attr & BYTE and _is_byte_text(text):
-            kind, has_bytes = _PIECE_BYTE, True
+        elif byte_fallback and i in byte_ids:
+            kind = _PIECE_BYTE
         else:
             kind = _PIECE_NORMAL
         raw = text.encode()
@@ -197,11 +201,16 @@ def _sentencepiece_model(vocab: _Vocab, unk_id: int) -> bytes:
             head = heads[len(raw)] = b"\x0a" + _varint(len(size) + len(raw) + 8) + b"\x0a" + size
         parts += (head, raw, tail(0x15, score, 0x18, kind))
     trainer = (_int_field(3, _BPE_MODEL) + _int_field(4, len(vocab.texts))
-               + _int_field(35, has_bytes) + _int_field(40, unk_id) + _int_field(41, -1)
+               + _int_field(35, byte_fallback) + _int_field(40, unk_id) + _int_field(41, -1)
                + _int_field(42, -1) + _int_field(43, -1))
     normalizer = (_field(1, b"identity") + _int_field(3, 0) + _int_field(4, 0)
                   + _int_field(5, 1))
     return b"".join(parts) + _field(2, trainer) + _field(3, normalizer)
+
+
+# Bytes of `bytes` input that were not UTF-8, kept by the "surrogateescape" decoding.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_UTF8_LENGTH = (1,) * 12 + (2, 2, 3, 4)   # by the lead byte's high nibble, as llama.cpp
 
 
 class _SentencePieceEncoder:
@@ -214,19 +223,41 @@ class _SentencePieceEncoder:
         self.add_space_prefix = _flag(md, "tokenizer.ggml.add_space_prefix", True)
         self._sp = sentencepiece.SentencePieceProcessor()
         self._sp.LoadFromSerializedProto(_sentencepiece_model(vocab, unk))
+        self._byte_ids = [vocab.ids.get(f"<0x{b:02X}>", vocab.ids.get(chr(b) if b < 0x80 else "",
+                                                                      unk)) for b in range(256)]
 
     def encode(self, fragments: list, out: list[int]) -> None:
-        # The space prefix goes before every text that follows a special token
-        # (or starts the input), as in llama.cpp.
-        after_special = True
+        # Texts and tokens alternate, so as in llama.cpp every text gets the
+        # space prefix: it starts the input or follows a special token.
+        prefix = " " if self.add_space_prefix else ""
         for frag in fragments:
             if isinstance(frag, int):
                 out.append(frag)
-                after_special = True
-                continue
-            out.extend(self._sp.EncodeAsIds(" " + frag if self.add_space_prefix and after_special
-                                            else frag))
-            after_special = False
+            else:
+                self._encode_text(prefix + frag, out)
+
+    def _encode_text(self, text: str, out: list[int]) -> None:
+        if not _ESCAPED_BYTE.search(text):
+            out.extend(self._sp.EncodeAsIds(text))
+            return
+        # llama.cpp cuts the raw bytes, spaces already made U+2581, into symbols
+        # by their lead byte's length; a symbol that is not one UTF-8 character
+        # never merges and goes out as byte tokens, so the text on either side
+        # is encoded on its own.
+        raw = text.replace(" ", "\u2581").encode("utf-8", "surrogateescape")
+        start = at = 0
+        while at < len(raw):
+            symbol = raw[at:at + _UTF8_LENGTH[raw[at] >> 4]]
+            try:
+                symbol.decode("utf-8")
+            except UnicodeDecodeError:
+                if start < at:
+                    out.extend(self._sp.EncodeAsIds(raw[start:at].decode("utf-8")))
+                out.extend(self._byte_ids[b] for b in symbol)
+                start = at + len(symbol)
+            at += len(symbol)
+        if start < len(raw):
+            out.extend(self._sp.EncodeAsIds(raw[start:].decode("utf-8")))
 
 
 # --- byte-level BPE ----------------------------------------------------------
@@ -313,7 +344,8 @@ class _BPEEncoder:
             if isinstance(frag, int):
                 out.append(frag)
                 continue
-            for word in self.split(frag):
+            # llama.cpp reads each byte that is not UTF-8 as U+FFFD.
+            for word in self.split(_ESCAPED_BYTE.sub("\ufffd", frag)):
                 ids = self._cache.get(word)
                 if ids is None:
                     ids = self._word_ids(word)
@@ -391,14 +423,6 @@ class _BPEEncoder:
 
 
 # --- the tokenizer -----------------------------------------------------------
-
-def _replace_per_byte(err: UnicodeDecodeError):
-    # One U+FFFD per invalid byte, as llama.cpp's UTF-8 decoder gives.
-    return "\ufffd" * (err.end - err.start), err.end
-
-
-codecs.register_error("llamalite.per_byte", _replace_per_byte)
-
 
 class Tokenizer:
     """A GGUF file's tokenizer: text <-> token ids, as llama.cpp tokenizes.
@@ -485,16 +509,17 @@ class Tokenizer:
         add_bos: add BOS (and EOS) where the vocabulary asks for them, as
         llama.cpp's add_special does. special: match control-token text such as
         "<|im_start|>" as that token; otherwise it is plain text. User-defined
-        tokens always match. Invalid UTF-8 in bytes becomes U+FFFD per byte.
+        tokens always match. Bytes that are not UTF-8 tokenize as in llama.cpp
+        (byte tokens for SentencePiece, U+FFFD for byte-level BPE).
         """
         if isinstance(text, (bytes, bytearray, memoryview)):
-            text = bytes(text).decode("utf-8", "llamalite.per_byte")
+            text = bytes(text).decode("utf-8", "surrogateescape")
         out: list[int] = []
-        if add_bos and self.add_bos:
+        if add_bos and self.add_bos and self.bos_id != NO_TOKEN:
             out.append(self.bos_id)
         if text:
             self._encoder.encode(self._partition(text, special), out)
-        if add_bos and self.add_eos:
+        if add_bos and self.add_eos and self.eos_id != NO_TOKEN:
             out.append(self.eos_id)
         return out
 
