@@ -94,17 +94,13 @@ class _Vocab:
         return ids
 
     def _find_unnamed_specials(self) -> None:
-        for name, texts in (("eot", _EOT_TEXTS), *_FIM_TEXTS.items()):
+        for name, texts in (("eot", _EOT_TEXTS), ("eom", ("<|eom_id|>",)), *_FIM_TEXTS.items()):
             if self.special[name] != NO_TOKEN:
                 continue
             found = next((self.ids[t] for t in texts if t in self.ids), NO_TOKEN)
             if found != NO_TOKEN:
                 self.special[name] = found
                 self.attrs[found] |= CONTROL
-        found = self.ids.get("<|eom_id|>", NO_TOKEN)
-        if self.special["eom"] == NO_TOKEN and found != NO_TOKEN:
-            self.special["eom"] = found
-            self.attrs[found] |= CONTROL
 
     def _eog_ids(self) -> frozenset[int]:
         eog = {self.special[k] for k in ("fim_pad", "fim_rep", "fim_sep", "eos", "eot", "eom")}
@@ -213,6 +209,15 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _UTF8_LENGTH = (1,) * 12 + (2, 2, 3, 4)   # by the lead byte's high nibble, as llama.cpp
 
 
+def _byte_token(vocab: _Vocab, byte: int, fallback: int) -> int:
+    """llama.cpp's byte_to_token: the <0xNN> token, else the byte as a
+    one-character token."""
+    found = vocab.ids.get(f"<0x{byte:02X}>")
+    if found is None and byte < 0x80:
+        found = vocab.ids.get(chr(byte))
+    return fallback if found is None else found
+
+
 class _SentencePieceEncoder:
     def __init__(self, vocab: _Vocab, md: dict):
         import sentencepiece
@@ -223,8 +228,7 @@ class _SentencePieceEncoder:
         self.add_space_prefix = _flag(md, "tokenizer.ggml.add_space_prefix", True)
         self._sp = sentencepiece.SentencePieceProcessor()
         self._sp.LoadFromSerializedProto(_sentencepiece_model(vocab, unk))
-        self._byte_ids = [vocab.ids.get(f"<0x{b:02X}>", vocab.ids.get(chr(b) if b < 0x80 else "",
-                                                                      unk)) for b in range(256)]
+        self._byte_ids = [_byte_token(vocab, b, unk) for b in range(256)]
 
     def encode(self, fragments: list, out: list[int]) -> None:
         # Texts and tokens alternate, so as in llama.cpp every text gets the
@@ -447,7 +451,8 @@ class Tokenizer:
         self.add_bos = _flag(md, "tokenizer.ggml.add_bos_token", add_bos)
         self.add_eos = _flag(md, "tokenizer.ggml.add_eos_token", False)
         self._specials = vocab.special_tokens()
-        self._pieces: dict[tuple[int, bool], bytes] = {}
+        # Each token's bytes, made on first use: [without special, with special].
+        self._pieces: tuple[list, list] = ([None] * self.n_vocab, [None] * self.n_vocab)
 
     @classmethod
     def from_metadata(cls, md: dict) -> "Tokenizer":
@@ -550,10 +555,10 @@ class Tokenizer:
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
         """The bytes one token stands for. Control and unknown tokens give b""
         unless `special`."""
-        key = (token, special)
-        piece = self._pieces.get(key)
+        pieces = self._pieces[bool(special)]
+        piece = pieces[self._checked(token)]
         if piece is None:
-            piece = self._pieces[key] = self._piece(self._checked(token), special)
+            piece = pieces[token] = self._piece(token, special)
         return piece
 
     def _piece(self, token: int, special: bool) -> bytes:
