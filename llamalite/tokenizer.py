@@ -77,7 +77,8 @@ class _Vocab:
 
     def _special_ids(self, md: dict, kind: str) -> dict[str, int]:
         # llama.cpp's defaults per vocabulary kind, then the metadata's ids when in range.
-        ids = dict.fromkeys(("bos", "eos", "eot", "eom", "unk", "sep", "pad", *_FIM_TEXTS), NO_TOKEN)
+        names = ("bos", "eos", "eot", "eom", "unk", "sep", "pad", *_FIM_TEXTS)
+        ids = dict.fromkeys(names, NO_TOKEN)
         if kind == "llama":
             ids.update(bos=1, eos=2, unk=0)
         else:
