@@ -7,6 +7,7 @@ in LLAMALITE_LIB (a path, for development builds), then beside this file
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sys
@@ -30,8 +31,10 @@ _LIB_NAMES = ("libllamalite.so", "libllamalite.dylib", "llamalite.dll")
 ffi = cffi.FFI()
 
 
-def _header_text() -> str:
-    candidates = [d / "llamalite.h" for d in _package_dirs()]
+def _header_text(library: str) -> str:
+    """The header installed with the library (so the two always match), else
+    the source tree's (a development build named by LLAMALITE_LIB)."""
+    candidates = [Path(library).parent / "llamalite.h"] + [d / "llamalite.h" for d in _package_dirs()]
     for candidate in candidates + [_HERE.parent / "csrc" / "llamalite.h"]:
         if candidate.is_file():
             return candidate.read_text()
@@ -45,6 +48,23 @@ def _cdef_source(header: str) -> str:
     return "\n".join(ln for ln in header.splitlines() if not ln.lstrip().startswith("#"))
 
 
+def _installed_library() -> str | None:
+    """The library of the installed llamalite distribution. Python imports the
+    source tree instead of the installed package when run from a checkout's
+    root (the current directory comes first on sys.path): use the build that
+    `pip install .` made from that same checkout."""
+    try:
+        dist = importlib.metadata.distribution("llamalite")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.name in _LIB_NAMES:
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return str(path)
+    return None
+
+
 def _find_library() -> str:
     override = os.environ.get("LLAMALITE_LIB")
     if override:
@@ -55,13 +75,17 @@ def _find_library() -> str:
         for name in _LIB_NAMES:
             if (d / name).is_file():
                 return str(d / name)
+    installed = _installed_library()
+    if installed:
+        return installed
     raise LlamaliteError(
         "llamalite's C library was not found beside the package; install with "
         "`pip install .` (or set LLAMALITE_LIB to a development build)")
 
 
-ffi.cdef(_cdef_source(_header_text()))
-lib = ffi.dlopen(_find_library())
+_library = _find_library()
+ffi.cdef(_cdef_source(_header_text(_library)))
+lib = ffi.dlopen(_library)
 
 
 def last_error() -> str:
