@@ -20,3 +20,8 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def gemma3_path():
     return _model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def qwen25_path():
+    return _model("qwen2.5-coder-0.5b-instruct")
