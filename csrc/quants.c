@@ -134,6 +134,15 @@ static void unpack_5bit(const uint8_t qs[16], const uint8_t qh_bytes[4], uint8_t
     for (int j = 0; j < 32; j++) q[j] |= (uint8_t)(((qh >> j) & 1) << 4);
 }
 
+/* A level from v = x / d + offset + 0.5 by truncation (what llama.cpp's
+ * legacy quantizers do), limited to 0..max. A block below ~1e-38 makes
+ * 1/d overflow and v infinite or NaN: clamp in float first, so the conversion
+ * is always defined and every platform gives the same bytes. */
+static uint8_t truncated_level(float v, int max) {
+    if (!(v > 0.0f)) return 0;
+    return v >= (float)max ? (uint8_t)max : (uint8_t)(int)v;
+}
+
 /* ---- Q4_0: q in 0..15, x = d * (q - 8) ------------------------------------- */
 
 void ll_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
@@ -143,11 +152,7 @@ void ll_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
         const float d = ll_signed_absmax(v, QK4_0) / -8;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK4_0];
-        /* truncation of a value >= 0 after adding 8.5 rounds to the nearest level */
-        for (int j = 0; j < QK4_0; j++) {
-            const int l = (int)(v[j] * id + 8.5f);
-            q[j] = (uint8_t)(l < 15 ? l : 15);
-        }
+        for (int j = 0; j < QK4_0; j++) q[j] = truncated_level(v[j] * id + 8.5f, 15);
         y[b].d = ll_f32_to_half(d);
         pack_nibbles(q, y[b].qs);
     }
@@ -188,10 +193,7 @@ void ll_quantize_row_q4_1_ref(const float *x, void *vy, int64_t n) {
         const float d = (max - min) / 15;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK4_1];
-        for (int j = 0; j < QK4_1; j++) {
-            const int l = (int)((v[j] - min) * id + 0.5f);
-            q[j] = (uint8_t)(l < 15 ? l : 15);
-        }
+        for (int j = 0; j < QK4_1; j++) q[j] = truncated_level((v[j] - min) * id + 0.5f, 15);
         y[b].d = ll_f32_to_half(d);
         y[b].m = ll_f32_to_half(min);
         pack_nibbles(q, y[b].qs);
@@ -234,10 +236,7 @@ void ll_quantize_row_q5_0_ref(const float *x, void *vy, int64_t n) {
         const float d = ll_signed_absmax(v, QK5_0) / -16;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK5_0];
-        for (int j = 0; j < QK5_0; j++) {
-            const int l = (int)(v[j] * id + 16.5f);
-            q[j] = (uint8_t)(l < 31 ? l : 31);
-        }
+        for (int j = 0; j < QK5_0; j++) q[j] = truncated_level(v[j] * id + 16.5f, 31);
         y[b].d = ll_f32_to_half(d);
         pack_5bit(q, y[b].qs, y[b].qh);
     }
@@ -278,8 +277,7 @@ void ll_quantize_row_q5_1_ref(const float *x, void *vy, int64_t n) {
         const float d = (max - min) / 31;
         const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK5_1];
-        /* (max - min) * id stays below 31.5, so no clamp is needed (llama.cpp has none) */
-        for (int j = 0; j < QK5_1; j++) q[j] = (uint8_t)(int)((v[j] - min) * id + 0.5f);
+        for (int j = 0; j < QK5_1; j++) q[j] = truncated_level((v[j] - min) * id + 0.5f, 31);
         y[b].d = ll_f32_to_half(d);
         y[b].m = ll_f32_to_half(min);
         pack_5bit(q, y[b].qs, y[b].qh);

@@ -278,7 +278,7 @@ void ll_quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
         }
         if (max_min > 0) {
             const float iscale = 15.0f / max_min;
-            for (int j = 0; j < 16; j++) y[b].scales[j] |= (uint8_t)(ll_round_nearest(iscale * mins[j]) << 4);
+            for (int j = 0; j < 16; j++) y[b].scales[j] |= (uint8_t)((unsigned)ll_round_nearest(iscale * mins[j]) << 4);
             y[b].dmin = ll_f32_to_half(max_min / 15.0f);
         }
         /* requantize against the scales as stored; a zero scale keeps the search's levels */

@@ -2,7 +2,12 @@
  *
  * Workers are created once. Between tasks they spin on the task counter for a
  * short while (a token's matmuls come back to back, and a wake-up through the
- * kernel costs tens of microseconds), then sleep on a condition variable. */
+ * kernel costs tens of microseconds), then sleep on a condition variable.
+ * Spinning is kept short (~0.1 ms): on a machine shared with other work, a
+ * long spin steals the very cycles the other threads are waiting for.
+ *
+ * One task runs at a time: callers on different threads take turns (run_mu),
+ * since a task's context and the barrier belong to the whole pool. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -21,12 +26,13 @@
 #define cpu_relax() ((void)0)
 #endif
 
-enum { SPIN_ROUNDS = 200000 };
+enum { SPIN_ROUNDS = 4096 };
 
 struct ll_pool {
     int n;                       /* threads including the caller */
     pthread_t *workers;          /* n - 1 of them */
     pthread_mutex_t mu;
+    pthread_mutex_t run_mu;      /* held by the caller of ll_pool_run */
     pthread_cond_t wake;
     atomic_uint task_seq;        /* bumped once per task */
     atomic_int busy;             /* workers still running the current task */
@@ -80,6 +86,7 @@ ll_pool *ll_pool_new(int n_threads) {
     if (!p) { ll_error(LL_ERR_NOMEM, "out of memory for the thread pool"); return NULL; }
     p->n = n_threads;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->run_mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     p->workers = calloc((size_t)n_threads, sizeof(pthread_t));
     if (!p->workers) { free(p); ll_error(LL_ERR_NOMEM, "out of memory for the thread pool"); return NULL; }
@@ -106,6 +113,7 @@ void ll_pool_free(ll_pool *p) {
     for (int i = 1; i < p->n; i++) pthread_join(p->workers[i - 1], NULL);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->run_mu);
     free(p->workers);
     free(p);
 }
@@ -114,6 +122,7 @@ int ll_pool_size(const ll_pool *p) { return p ? p->n : 1; }
 
 void ll_pool_run(ll_pool *p, ll_task_fn fn, void *ctx) {
     if (!p || p->n == 1) { fn(ctx, 0, 1); return; }
+    pthread_mutex_lock(&p->run_mu);
     p->fn = fn;
     p->ctx = ctx;
     atomic_store(&p->busy, p->n - 1);
@@ -128,6 +137,7 @@ void ll_pool_run(ll_pool *p, ll_task_fn fn, void *ctx) {
     for (int i = 0; atomic_load_explicit(&p->busy, memory_order_acquire) > 0; i++) {
         if (i < SPIN_ROUNDS) cpu_relax(); else sched_yield();
     }
+    pthread_mutex_unlock(&p->run_mu);
 }
 
 void ll_pool_barrier(ll_pool *p) {

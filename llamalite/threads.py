@@ -1,12 +1,42 @@
 """Thread pools of the C core, one per size, created on first use and kept."""
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
 
 _pools: dict[int, object] = {}
 _lock = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child inherits the pools but not their worker threads: it must
+    neither use them (it would wait forever) nor free them (joining threads
+    that don't exist). Drop them without their destructors; the child makes
+    its own on first use."""
+    global _lock
+    _lock = threading.Lock()
+    if _pools:
+        from ._native import ffi
+    for pool in _pools.values():
+        ffi.gc(pool, None)
+    _pools.clear()
+
+
+def _free_pools_at_exit() -> None:
+    """Stop the workers while the C library is still loaded: left to the final
+    garbage collection, a pool's destructor may run after cffi unloaded it."""
+    if _pools:
+        from ._native import ffi
+    for pool in _pools.values():
+        ffi.release(pool)
+    _pools.clear()
+
+
+atexit.register(_free_pools_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def physical_cores() -> int:

@@ -143,3 +143,56 @@ def test_activation_levels_saturate_for_vanishing_scales(isa, act, restore_isa):
     qs = out[-32:].view(np.int8)
     assert qs[3] == 127 and qs[7] == -127 and qs[9] == 127
     assert np.count_nonzero(qs) == 3
+
+
+_SHARED_POOL_SCRIPT = """
+import os, sys, threading
+import numpy as np
+from llamalite import quants
+w = quants.quantize(np.random.default_rng(0).standard_normal((512, 256), np.float32), "Q4_K")
+x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
+want = quants.matmul(w, "Q4_K", x, n_threads=2)
+if sys.argv[1] == "threads":
+    bad = []
+    def work():
+        for _ in range(300):
+            if not np.array_equal(quants.matmul(w, "Q4_K", x, n_threads=2), want):
+                bad.append(1)
+    ts = [threading.Thread(target=work) for _ in range(3)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    print("ok" if not bad else "mismatch")
+else:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if np.array_equal(quants.matmul(w, "Q4_K", x, n_threads=2), want) else 3)
+    _, status = os.waitpid(pid, 0)
+    print("ok" if status == 0 else f"child status {status}")
+"""
+
+
+@pytest.mark.parametrize("mode", ["threads", "fork"])
+def test_pool_survives_concurrent_callers_and_fork(mode):
+    """Python threads share one pool (they take turns), and a forked child,
+    which inherits no worker threads, gets pools of its own: neither hangs."""
+    r = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT, mode],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("qtype", sorted(t.name for t in quants.SUPPORTED))
+def test_quantizers_are_defined_on_degenerate_blocks(qtype):
+    """Vanishing scales (1/d overflows), infinities and NaNs: every quantizer
+    returns (the sanitizer build in CI turns an undefined conversion into a
+    failure), and a vanishing block decodes to finite values near zero."""
+    n = 512
+    rows = np.zeros((4, n), np.float32)
+    rows[0, ::7] = 1e-38
+    rows[0, 3] = -3e-39
+    rows[1, 5] = np.inf
+    rows[2, 9] = np.nan
+    rows[3] = np.float32(1e-45) * np.arange(n)  # subnormals
+    q = quants.quantize(rows, qtype)
+    assert np.array_equal(q, quants.quantize(rows, qtype))
+    back = quants.dequantize(q[[0, 3]], qtype, (2, n))
+    assert np.isfinite(back).all() and np.abs(back).max() <= 1e-30
