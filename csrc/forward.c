@@ -470,8 +470,9 @@ static void rope_tables(ll_context *c, int32_t pos0, int32_t n) {
         for (int32_t t = 0; t < n; t++)
             for (int i = 0; i < half; i++) {
                 const double theta = (double)(pos0 + t) * freq[i];
-                cs[(t * half + i) * 2] = (float)cos(theta);
-                cs[(t * half + i) * 2 + 1] = (float)sin(theta);
+                const size_t at = ((size_t)t * half + i) * 2;
+                cs[at] = (float)cos(theta);
+                cs[at + 1] = (float)sin(theta);
             }
     }
 }

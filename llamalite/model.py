@@ -12,9 +12,11 @@ forward pass reads the flags, so no architecture has code of its own.
 """
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -263,8 +265,14 @@ def _bind(t: GGUFTensor, c_tensor, keep: list) -> None:
     c_tensor.cols = int(t.shape[-1]) if t.shape else 1
 
 
-# ll_forward on a shared pool must not run twice at once (pools are shared by size).
-_forward_lock = threading.Lock()
+#: Models not closed yet: closed at exit, while the C library is still loaded.
+_open_models: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_models() -> None:
+    for m in list(_open_models):
+        m.close()
 
 
 class Model:
@@ -279,6 +287,7 @@ class Model:
     def __init__(self, model: str | os.PathLike | GGUFReader, n_ctx: int | None = None,
                  n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16"):
         self._model = self._ctx = None
+        self._lock = threading.Lock()   # one evaluation at a time: the cache and scratch are shared
         self._owns_reader = not isinstance(model, GGUFReader)
         self.reader = GGUFReader(model) if self._owns_reader else model
         try:
@@ -295,6 +304,7 @@ class Model:
             check(lib.ll_context_new(self._model, self.n_ctx, self.n_batch, self.n_threads,
                                      int(KV_TYPES[kv_type]), ctx))
             self._ctx = ctx[0]
+            _open_models.add(self)
         except BaseException:
             self.close()
             raise
@@ -361,7 +371,7 @@ class Model:
             raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
                                        f"the context holds {self.n_ctx} (n_ctx)")
         out = np.empty((n, self.n_vocab) if all_logits else self.n_vocab, np.float32)
-        with _forward_lock:
+        with self._lock:
             for start in range(0, n, self.n_batch):
                 chunk = ids[start:start + self.n_batch]
                 last = start + len(chunk) == n
