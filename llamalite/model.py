@@ -297,8 +297,7 @@ class Model:
             if kv_type not in KV_TYPES:
                 raise ValueError(f"kv_type {kv_type!r}: expected one of {', '.join(KV_TYPES)}")
             self.kv_type = kv_type
-            self._pool = get_pool(n_threads)
-            self.n_threads = lib.ll_pool_size(self._pool)
+            self.n_threads = lib.ll_pool_size(get_pool(n_threads))
             self._model = self._new_model()
             ctx = ffi.new("ll_context **")
             check(lib.ll_context_new(self._model, self.n_ctx, self.n_batch, self.n_threads,
@@ -371,6 +370,7 @@ class Model:
             raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
                                        f"the context holds {self.n_ctx} (n_ctx)")
         out = np.empty((n, self.n_vocab) if all_logits else self.n_vocab, np.float32)
+        pool = get_pool(self.n_threads)   # looked up each time: a forked child gets its own
         with self._lock:
             for start in range(0, n, self.n_batch):
                 chunk = ids[start:start + self.n_batch]
@@ -378,7 +378,7 @@ class Model:
                 dest = out[start:start + len(chunk)] if all_logits else out if last else None
                 logits = ffi.NULL if dest is None else ffi.cast("float *", ffi.from_buffer(dest))
                 nbytes = 0 if dest is None else dest.nbytes
-                check(lib.ll_forward(ctx, self._pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
+                check(lib.ll_forward(ctx, pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
                                      len(chunk), pos + start, logits, nbytes, int(all_logits)))
         return out
 

@@ -3,6 +3,8 @@ tests/reference.py, determinism across threads and batch sizes, the KV cache,
 errors; and the real models against logits recorded from llama.cpp
 (tests/data/forward/README.md)."""
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,19 @@ def test_the_last_logits_are_the_last_row_of_all_logits(model_file):
         last = m.eval(TOKENS)
     assert every.shape == (len(TOKENS), 320) and last.shape == (320,)
     assert np.array_equal(last, every[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_evaluates_with_its_own_threads(model_file):
+    with Model(model_file("llama"), n_ctx=32, n_threads=2) as m:
+        want = m.eval(TOKENS)
+        m.truncate(0)
+        pid = os.fork()
+        if pid == 0:   # the parent's pool threads do not exist here
+            signal.alarm(60)
+            os._exit(0 if np.array_equal(m.eval(TOKENS), want) else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # ---- errors -----------------------------------------------------------------------------
