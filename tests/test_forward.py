@@ -167,6 +167,16 @@ def test_a_forked_child_evaluates_with_its_own_threads(model_file):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_the_kv_cache_size(model_file):
+    # 2 layers x 2 KV heads x (64 + 64) dims x 32 positions, 2 or 4 bytes each
+    with Model(model_file("llama"), n_ctx=32, kv_type="F16") as m:
+        assert m.kv_bytes() == 2 * 2 * 128 * 32 * 2
+    with Model(model_file("llama"), n_ctx=32, kv_type="F32") as m:
+        assert m.kv_bytes() == 2 * 2 * 128 * 32 * 4
+    with pytest.raises(ValueError, match="kv_type 'Q8_0'"):
+        Model(model_file("llama"), kv_type="Q8_0")
+
+
 # ---- errors -----------------------------------------------------------------------------
 
 def test_bad_token_ids_are_errors_and_leave_the_cache_alone(model_file):
