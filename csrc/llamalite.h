@@ -6,9 +6,12 @@
  *
  * Conventions: every function that can fail returns 0 on success and a
  * negative LL_ERR_* code otherwise; ll_last_error() then says why (per thread).
- * Sizes that come from the caller are checked against the buffers' byte
- * lengths, which the caller passes alongside every pointer. C never prints,
- * never aborts and never opens files.
+ * Every buffer that holds encoded data (weights, quantized activations, work
+ * space) and every matmul operand comes with its byte length, checked against
+ * the element counts before use, with overflow-checked size arithmetic. A
+ * float32 output of a conversion (dst below) must hold n floats: n is the
+ * count just validated against the encoded buffer. C never prints, never
+ * aborts and never opens files.
  */
 #ifndef LLAMALITE_H
 #define LLAMALITE_H
@@ -77,7 +80,9 @@ int ll_to_float(int type, const void *src, size_t src_bytes, float *dst, int64_t
 int ll_quantize_act(int type, const float *x, int64_t n, void *dst, size_t dst_bytes);
 
 /* Dot product of one weight row (type wtype, n elements) with an activation
- * row already in wtype's vec_dot type, with the current ISA's kernel. */
+ * row already in wtype's vec_dot type, with the current ISA's kernel. The
+ * activation row must come from ll_quantize_act (kernels rely on its ranges,
+ * e.g. Q8_K's bsums, as llama.cpp's do). */
 int ll_vec_dot(int wtype, int64_t n, const void *w, size_t w_bytes,
                const void *x, size_t x_bytes, float *out);
 
@@ -96,12 +101,13 @@ int ll_pool_size(const ll_pool *pool);
 int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n);
 
 /* Y[n, rows] = X[n, cols] . W[rows, cols]^T.
- * W is rows*cols elements of wtype in w_bytes bytes; X, Y float32, row-major.
- * work is at least ll_matmul_work_size() bytes. Each output element is summed
- * by one thread in a fixed order: results do not depend on the thread count. */
+ * W is rows*cols elements of wtype in w_bytes bytes; X (x_bytes) and Y
+ * (y_bytes) float32, row-major. work is at least ll_matmul_work_size() bytes.
+ * Each output element is summed by one thread in a fixed order: results do
+ * not depend on the thread count. */
 int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
-              int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
-              void *work, size_t work_bytes);
+              int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
+              float *y, size_t y_bytes, void *work, size_t work_bytes);
 
 /* ---- the forward pass ------------------------------------------------------------ */
 

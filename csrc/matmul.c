@@ -23,19 +23,17 @@ typedef struct {
     ll_pool *pool;
 } matmul_task;
 
-static int64_t row_bytes(int type, int64_t cols) {
-    return cols / ll_traits[type].blck_size * ll_traits[type].type_size;
-}
-
 int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n) {
-    if (wtype < 0 || wtype >= LL_TYPE_COUNT || !ll_traits[wtype].name) return -1;
+    if (wtype < 0 || wtype >= LL_TYPE_COUNT || !ll_traits[wtype].name || n <= 0) return -1;
     int vdt = ll_traits[wtype].vec_dot_type;
     if (vdt == LL_TYPE_F32) return 0; /* float activations are used in place */
-    if (cols <= 0 || n <= 0 || cols % ll_traits[vdt].blck_size) return -1;
-    int64_t rb = row_bytes(vdt, cols);
-    if (n > INT64_MAX / rb) return -1;
+    int64_t rb = ll_row_bytes(vdt, cols);
+    if (rb <= 0 || n > INT64_MAX / rb) return -1;
     return rb * n;
 }
+
+/* a * b bytes, or -1 if it overflows int64 (a, b > 0) */
+static int64_t mul_bytes(int64_t a, int64_t b) { return a > INT64_MAX / b ? -1 : a * b; }
 
 static void matmul_run(void *arg, int ith, int nth) {
     matmul_task *t = arg;
@@ -55,33 +53,39 @@ static void matmul_run(void *arg, int ith, int nth) {
 }
 
 int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
-              int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
-              void *work, size_t work_bytes) {
+              int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
+              float *y, size_t y_bytes, void *work, size_t work_bytes) {
     if (wtype < 0 || wtype >= LL_TYPE_COUNT || !ll_traits[wtype].name || !ll_active->vec_dot[wtype])
         return ll_error(LL_ERR_UNSUPPORTED, "no matmul for weight type %d", wtype);
     const ll_type_traits *t = &ll_traits[wtype];
     if (rows <= 0 || cols <= 0 || n <= 0)
         return ll_error(LL_ERR_ARG, "matmul shape must be positive: rows=%lld cols=%lld n=%lld",
                         (long long)rows, (long long)cols, (long long)n);
-    if (cols % t->blck_size)
-        return ll_error(LL_ERR_ARG, "row length %lld is not a multiple of %s's block size %lld",
-                        (long long)cols, t->name, (long long)t->blck_size);
-    int64_t wrb = row_bytes(wtype, cols);
-    if (rows > INT64_MAX / wrb || (uint64_t)(rows * wrb) != (uint64_t)w_bytes)
+    const int vdt = t->vec_dot_type;
+    const int64_t wrb = ll_row_bytes(wtype, cols), xrb = ll_row_bytes(vdt, cols);
+    if (wrb < 0 || xrb < 0) return LL_ERR_ARG; /* the error names the block size */
+    const int64_t w_need = mul_bytes(rows, wrb);
+    const int64_t x_need = mul_bytes(n, mul_bytes(cols, (int64_t)sizeof(float)));
+    const int64_t y_need = mul_bytes(n, mul_bytes(rows, (int64_t)sizeof(float)));
+    if (w_need < 0 || x_need < 0 || y_need < 0)
+        return ll_error(LL_ERR_ARG, "matmul of %lld x %lld by %lld rows overflows a 64-bit size",
+                        (long long)rows, (long long)cols, (long long)n);
+    if ((uint64_t)w_need != (uint64_t)w_bytes)
         return ll_error(LL_ERR_ARG, "weights hold %zu bytes, %lld x %lld %s needs %lld",
-                        w_bytes, (long long)rows, (long long)cols, t->name,
-                        (long long)(rows * wrb));
+                        w_bytes, (long long)rows, (long long)cols, t->name, (long long)w_need);
+    if ((uint64_t)x_need > (uint64_t)x_bytes || (uint64_t)y_need > (uint64_t)y_bytes)
+        return ll_error(LL_ERR_ARG, "x holds %zu bytes and y %zu; %lld rows need %lld and %lld",
+                        x_bytes, y_bytes, (long long)n, (long long)x_need, (long long)y_need);
     int64_t need = ll_matmul_work_size(wtype, cols, n);
     if (need < 0 || (uint64_t)need > (uint64_t)work_bytes)
         return ll_error(LL_ERR_ARG, "work buffer holds %zu bytes, matmul needs %lld",
                         work_bytes, (long long)need);
-    int vdt = t->vec_dot_type;
     matmul_task task = {
         .dot = ll_active->vec_dot[wtype],
         .quantize = vdt == LL_TYPE_F32 ? NULL : ll_active->quantize_act[vdt],
         .w = w, .rows = rows, .cols = cols, .n = n, .x = x, .y = y, .xq = work,
         .w_row_bytes = wrb,
-        .x_row_bytes = vdt == LL_TYPE_F32 ? cols * (int64_t)sizeof(float) : row_bytes(vdt, cols),
+        .x_row_bytes = xrb,
         .pool = pool,
     };
     ll_pool_run(pool, matmul_run, &task);

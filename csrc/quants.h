@@ -165,6 +165,10 @@ void ll_kernels_fill_neon(ll_kernels *k);
 /* arm64 only: 1 when the NEON table uses the dotprod (SDOT) kernels */
 int ll_neon_dotprod(void);
 
+/* Bytes of n elements of a type; -1 (error set) if n is not a whole number of
+ * blocks, is negative, or the size overflows int64. */
+int64_t ll_row_bytes(int type, int64_t n);
+
 /* per-thread error message; returns code for `return ll_error(...)` */
 int ll_error(int code, const char *fmt, ...);
 

@@ -82,6 +82,12 @@ static int64_t checked_bytes(const ll_type_traits *t, int64_t n) {
     return blocks * t->type_size;
 }
 
+int64_t ll_row_bytes(int type, int64_t n) {
+    const ll_type_traits *t = traits_of(type);
+    if (!t) { ll_error(LL_ERR_UNSUPPORTED, "tensor type %d is not supported", type); return -1; }
+    return checked_bytes(t, n);
+}
+
 static int check_buffer(const ll_type_traits *t, int64_t n, size_t bytes, const char *what) {
     int64_t need = checked_bytes(t, n);
     if (need < 0) return LL_ERR_ARG;

@@ -1,7 +1,8 @@
 """llamalite: run LLaMA-family GGUF models on the CPU."""
-from .errors import ContextOverflowError, GGUFError, LlamaliteError, UnsupportedModelError
+from .errors import (ContextOverflowError, GGUFError, InvalidArgumentError, LlamaliteError,
+                     UnsupportedModelError)
 
 __version__ = "0.1.0"
 
-__all__ = ["ContextOverflowError", "GGUFError", "LlamaliteError", "UnsupportedModelError",
-           "__version__"]
+__all__ = ["ContextOverflowError", "GGUFError", "InvalidArgumentError", "LlamaliteError",
+           "UnsupportedModelError", "__version__"]

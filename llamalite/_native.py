@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cffi
 
-from .errors import LlamaliteError, UnsupportedModelError
+from .errors import InvalidArgumentError, LlamaliteError, UnsupportedModelError
 
 _HERE = Path(__file__).resolve().parent
 
@@ -77,7 +77,7 @@ def check(rc: int) -> None:
         raise UnsupportedModelError(msg)
     if rc == lib.LL_ERR_NOMEM:
         raise MemoryError(msg)
-    raise ValueError(msg)
+    raise InvalidArgumentError(msg)
 
 
 def set_isa(name: str | None) -> str:

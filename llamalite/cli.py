@@ -22,6 +22,13 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _shown(value) -> str:
+    """Text from a model file, safe to print: control characters (which could
+    move the cursor or forge lines) appear escaped."""
+    text = str(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def info_lines(path) -> list[str]:
     """What `info` prints about a GGUF file."""
     from .gguf import GGUFReader
@@ -31,12 +38,13 @@ def info_lines(path) -> list[str]:
         n_params = sum(math.prod(t.shape) for t in r.tensors.values())
         hist = collections.Counter(t.type.name for t in r.tensors.values())
         tokens = md.get("tokenizer.ggml.tokens")
+        n_tokens = len(tokens) if isinstance(tokens, list) else None
         lines = [
-            f"file:          {path}",
+            f"file:          {_shown(path)}",
             f"size:          {_fmt_bytes(path.stat().st_size)}",
             f"GGUF version:  {r.version}",
-            f"name:          {md.get('general.name', '?')}",
-            f"architecture:  {arch}",
+            f"name:          {_shown(md.get('general.name', '?'))}",
+            f"architecture:  {_shown(arch)}",
             f"parameters:    {n_params / 1e6:.1f} M in {len(r.tensors)} tensors",
             "tensor types:  " + ", ".join(f"{k} {v}" for k, v in sorted(hist.items())),
         ]
@@ -44,9 +52,9 @@ def info_lines(path) -> list[str]:
                            ("block_count", "layers"), ("attention.head_count", "heads"),
                            ("attention.head_count_kv", "kv heads")):
             if f"{arch}.{key}" in md:
-                lines.append(f"{label + ':':<15}{md[f'{arch}.{key}']}")
-        lines.append(f"tokenizer:     {md.get('tokenizer.ggml.model', 'none')}"
-                     + (f", {len(tokens)} tokens" if tokens is not None else ""))
+                lines.append(f"{label + ':':<15}{_shown(md[f'{arch}.{key}'])}")
+        lines.append(f"tokenizer:     {_shown(md.get('tokenizer.ggml.model', 'none'))}"
+                     + (f", {n_tokens} tokens" if n_tokens is not None else ""))
         lines.append("chat template: " + ("yes" if "tokenizer.chat_template" in md else "no"))
     return lines
 

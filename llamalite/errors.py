@@ -6,6 +6,11 @@ class LlamaliteError(Exception):
     """Base of every llamalite error."""
 
 
+class InvalidArgumentError(LlamaliteError, ValueError):
+    """A value handed to llamalite is out of range or inconsistent (a shape,
+    a size, a count); the message names it."""
+
+
 class GGUFError(LlamaliteError, ValueError):
     """A GGUF file is malformed, truncated or hostile; the message names the
     field and byte offset."""

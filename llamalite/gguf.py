@@ -38,6 +38,11 @@ MAX_DIMS = 4
 #: llama.cpp writes no nested arrays at all; a bound keeps recursion shallow
 #: against files that nest thousands deep.
 MAX_ARRAY_DEPTH = 8
+# Array elements a file's metadata may hold in all. Decoded into Python lists
+# they take ~30-60 bytes each, so a hostile file of tiny elements could
+# otherwise need ten times its size in memory. The largest real vocabularies
+# (262k tokens with scores and types, or 150k tokens with merges) use < 1M.
+MAX_METADATA_VALUES = 8_000_000
 INT64_MAX = (1 << 63) - 1
 ALIGNMENT_KEY = "general.alignment"
 
@@ -133,6 +138,7 @@ class _Header:
 
     def __init__(self, mm: mmap.mmap, where: str):
         self.mm, self.size, self.pos, self.where = mm, len(mm), 0, where
+        self.values_left = MAX_METADATA_VALUES
 
     def error(self, what: str, at: int, problem: str) -> GGUFError:
         return GGUFError(f"{self.where}: {what} at byte {at}: {problem}")
@@ -205,6 +211,10 @@ class _Header:
         if count > left // _MIN_SIZE[etype]:
             raise self.error(what, start, f"{count} {etype.name} elements cannot fit in "
                                           f"the {left} bytes left")
+        self.values_left -= count
+        if self.values_left < 0:
+            raise self.error(what, start, f"the metadata holds more than {MAX_METADATA_VALUES} "
+                                          "array elements in all")
         if etype == GGUFValueType.STRING:
             return self.strings(count, what), etype
         if etype == GGUFValueType.ARRAY:

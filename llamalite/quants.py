@@ -92,6 +92,8 @@ def as_type(t: TypeLike) -> GGMLType:
         except KeyError:
             raise ValueError(f"unknown tensor type {t!r}; known: "
                              f"{', '.join(m.name for m in GGMLType)}") from None
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        raise ValueError(f"a tensor type is a GGMLType, a name or an integer id, not {t!r}")
     try:
         return GGMLType(int(t))
     except ValueError:
@@ -120,8 +122,6 @@ def quantize(x: np.ndarray, qtype: TypeLike) -> np.ndarray:
     from ._native import check, lib, ptr
     t = _supported(qtype)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim == 0:
-        raise ValueError("quantize needs at least one dimension")
     rb = row_bytes(t, x.shape[-1])
     out = np.empty(x.shape[:-1] + (rb,), dtype=np.uint8)
     if x.size:
@@ -135,7 +135,7 @@ def dequantize(raw: np.ndarray, qtype: TypeLike, shape) -> np.ndarray:
     t = _supported(qtype)
     shape = tuple(int(d) for d in np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
     n = int(np.prod(shape, dtype=np.int64))
-    raw = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
+    raw = _aligned(np.ascontiguousarray(raw).reshape(-1).view(np.uint8))
     if shape and shape[-1] % TYPE_INFO[t].block_size:
         raise ValueError(f"last dimension {shape[-1]} is not a multiple of {t.name}'s "
                          f"block size {TYPE_INFO[t].block_size}")
@@ -157,20 +157,31 @@ def matmul(w_raw: np.ndarray, w_type: TypeLike, x: np.ndarray, n_threads: int | 
     x = np.ascontiguousarray(x, dtype=np.float32)
     squeeze = x.ndim == 1
     x2 = x.reshape(1, -1) if squeeze else x
-    if x2.ndim != 2:
-        raise ValueError(f"x must be 1-D or 2-D, got shape {x.shape}")
+    if x2.ndim != 2 or x2.shape[1] == 0:
+        raise ValueError(f"x must be 1-D or 2-D with at least one column, got shape {x.shape}")
     n, cols = x2.shape
-    w = np.ascontiguousarray(w_raw).view(np.uint8)
+    w = _aligned(np.ascontiguousarray(w_raw).view(np.uint8))
     rb = row_bytes(t, cols)
+    if w.ndim == 2 and w.shape[1] != rb:
+        raise ValueError(f"weight rows hold {w.shape[1]} bytes: {w.shape[1]} / "
+                         f"{TYPE_INFO[t].type_size} x {TYPE_INFO[t].block_size} {t.name} "
+                         f"elements, but x has {cols} columns")
     if rows is None:
         rows = w.shape[0] if w.ndim == 2 else w.nbytes // rb
     if w.nbytes != rows * rb:
         raise ValueError(f"weights hold {w.nbytes} bytes; {rows} rows of {cols} {t.name} "
                          f"elements take {rows * rb}")
-    work_size = lib.ll_matmul_work_size(int(t), cols, max(n, 1))
-    work = np.empty(max(work_size, 1), dtype=np.uint8)
     y = np.empty((n, rows), dtype=np.float32)
     if n and rows:
+        work = np.empty(max(lib.ll_matmul_work_size(int(t), cols, n), 1), dtype=np.uint8)
         check(lib.ll_matmul(get_pool(n_threads), int(t), ptr(w), w.nbytes, rows, cols,
-                            ptr(x2, "float *"), n, ptr(y, "float *"), ptr(work), work.nbytes))
+                            ptr(x2, "float *"), x2.nbytes, n, ptr(y, "float *"), y.nbytes,
+                            ptr(work), work.nbytes))
     return y[0] if squeeze else y
+
+
+def _aligned(raw: np.ndarray) -> np.ndarray:
+    """The bytes at an address the C kernels may read as their block type. A
+    GGUF file with alignment 1 can place tensor data at an odd address; copy
+    only then (such files are rare; every real one aligns to 32)."""
+    return raw if raw.ctypes.data % 8 == 0 else raw.copy()

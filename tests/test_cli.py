@@ -29,3 +29,17 @@ def test_info_errors_are_one_line(tmp_path):
     r = run_cli("info", "-m", str(bad))
     assert r.returncode == 1 and r.stderr.startswith("llamalite: error:")
     assert "magic" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_info_shows_hostile_metadata_safely(tmp_path):
+    from llamalite.gguf import GGUFWriter
+    path = tmp_path / "odd.gguf"
+    with GGUFWriter(path) as w:
+        w.add_metadata("general.architecture", "llama")
+        w.add_metadata("general.name", "evil\x1b[2J\nforged: line")
+        w.add_metadata("tokenizer.ggml.tokens", 7)  # a scalar where a list belongs
+    r = run_cli("info", "-m", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "forged: line" not in r.stdout.splitlines()
+    assert r"name:          evil\x1b[2J\nforged: line" in r.stdout
+    assert "tokenizer:     none" in r.stdout

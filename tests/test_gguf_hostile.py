@@ -333,3 +333,15 @@ def test_hypothesis_mutations_give_gguf_error_or_parse(valid, mutant_path, edits
                 assert t.data.nbytes == t.nbytes and t.offset + t.nbytes <= len(blob)
     except GGUFError as e:
         assert " at byte " in str(e)
+
+
+def test_metadata_element_budget_bounds_memory(tmp_path):
+    """Millions of one-byte elements would become tens of bytes each as Python
+    values: past the budget the reader refuses instead of swelling."""
+    from llamalite.gguf import MAX_METADATA_VALUES
+    count = MAX_METADATA_VALUES + 1
+    payload = u32(0) + u64(count) + bytes(count)  # element type UINT8
+    path = tmp_path / "many.gguf"
+    path.write_bytes(header(0, 1) + kv("tokenizer.bomb", 9, payload))
+    with pytest.raises(GGUFError, match=r"'tokenizer.bomb'.*more than 8000000 array elements"):
+        GGUFReader(path)

@@ -115,7 +115,14 @@ def test_c_checks_buffer_lengths_it_is_given():
     y = np.empty(1, np.float32)
     with pytest.raises(ValueError, match="work buffer"):
         check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
-                            ptr(x, "float *"), 1, ptr(y, "float *"), ptr(work), 1))
+                            ptr(x, "float *"), 256, 1, ptr(y, "float *"), 4, ptr(work), 1))
+    big = np.empty(128, np.uint8)
+    with pytest.raises(ValueError, match="x holds 256 bytes and y 4; 2 rows need 512 and 8"):
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
+                            ptr(x, "float *"), 256, 2, ptr(y, "float *"), 4, ptr(big), 136))
+    with pytest.raises(ValueError, match="overflow a 64-bit size"):
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.F32), ptr(w), 68, 1, 2**62,
+                            ptr(x, "float *"), 256, 1, ptr(y, "float *"), 4, ptr(work), 1))
     with pytest.raises(UnsupportedModelError):
         check(lib.ll_dequantize(5, ptr(w), 68, ptr(x, "float *"), 64))
 
@@ -196,3 +203,28 @@ def test_quantizers_are_defined_on_degenerate_blocks(qtype):
     assert np.array_equal(q, quants.quantize(rows, qtype))
     back = quants.dequantize(q[[0, 3]], qtype, (2, n))
     assert np.isfinite(back).all() and np.abs(back).max() <= 1e-30
+
+
+def test_matmul_python_errors_name_the_mistake():
+    w = quants.quantize(np.ones((4, 64), np.float32), "Q8_0")
+    with pytest.raises(ValueError, match="at least one column"):
+        quants.matmul(w, "Q8_0", np.ones(0, np.float32))
+    with pytest.raises(ValueError, match="weight rows hold 68 bytes.*x has 96 columns"):
+        quants.matmul(w, "Q8_0", np.ones((1, 96), np.float32))
+    for bad in (2.7, True):
+        with pytest.raises(ValueError, match="not"):
+            quants.quantize(np.ones(32, np.float32), bad)
+
+
+def test_unaligned_tensor_bytes_are_read_correctly():
+    """Data at an odd address (a GGUF file with alignment 1) gives the same numbers."""
+    w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    raw = quants.quantize(w, "Q4_0")
+    buf = np.empty(raw.nbytes + 1, np.uint8)
+    odd = buf[1:].reshape(raw.shape)
+    odd[:] = raw
+    assert odd.ctypes.data % 2 == 1
+    x = np.ones(64, np.float32)
+    assert np.array_equal(quants.matmul(odd, "Q4_0", x), quants.matmul(raw, "Q4_0", x))
+    assert np.array_equal(quants.dequantize(odd, "Q4_0", w.shape),
+                          quants.dequantize(raw, "Q4_0", w.shape))

@@ -322,7 +322,8 @@ static void matmul_with(const char *isa, ll_pool *pool, const wtype *t, const vo
     set_isa(isa);
     int64_t need = ll_matmul_work_size(t->type, cols, n);
     void *work = malloc(need > 0 ? (size_t)need : 1);
-    must(ll_matmul(pool, t->type, w, wb, rows, cols, x, n, y, work, (size_t)need), "ll_matmul");
+    must(ll_matmul(pool, t->type, w, wb, rows, cols, x, (size_t)(n * cols) * sizeof(float), n,
+                   y, (size_t)(n * rows) * sizeof(float), work, (size_t)need), "ll_matmul");
     free(work);
 }
 

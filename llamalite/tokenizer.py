@@ -1,0 +1,635 @@
+"""Tokenizers built from a GGUF file's metadata alone, giving llama.cpp's token ids.
+
+Two kinds of vocabulary (`tokenizer.ggml.model`):
+
+- ``"llama"``: SentencePiece. The vocabulary is written into a sentencepiece
+  ModelProto (serialized here by hand: four small messages) and the
+  `sentencepiece` library merges pieces by score, falling back to <0xNN> bytes.
+- ``"gpt2"``: byte-level BPE. A pre-tokenizer chosen by `tokenizer.ggml.pre`
+  cuts the text into words, each word's UTF-8 bytes become printable
+  characters (GPT-2's table), and merges apply by rank.
+
+Both first cut the raw text at the text of special tokens, as llama.cpp does:
+user-defined tokens always, control tokens only when `special=True`.
+"""
+from __future__ import annotations
+
+import codecs
+import heapq
+import os
+import re
+import struct
+from typing import Iterable, Iterator
+
+from .errors import GGUFError, UnsupportedModelError
+
+NO_TOKEN = -1   # llama.cpp's LLAMA_TOKEN_NULL: an id the vocabulary does not have
+
+# Token attributes, as bits (a token can gain CONTROL when its text marks an end
+# of generation). GGUF's tokenizer.ggml.token_type values map onto them.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 4, 8, 16, 32
+_ATTR_OF_TYPE = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED, 6: BYTE}
+_SHOWN_ONLY_IF_SPECIAL = UNKNOWN | CONTROL
+
+# Token texts that llama.cpp recognises when the metadata does not name the
+# token: the first one present wins. Each recognised token becomes CONTROL.
+_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+              "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
+              "<end_of_utterance>")
+_FIM_TEXTS = {
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+                "▁<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+                "▁<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+                "▁<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}
+# Texts of tokens that end generation, whatever the metadata says.
+_EOG_TEXTS = frozenset((
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<｜end▁of▁sentence｜>", "[e~["))
+
+
+class _Vocab:
+    """Token texts, scores and attributes, and the special ids, from the metadata."""
+
+    def __init__(self, md: dict, kind: str):
+        texts = md.get("tokenizer.ggml.tokens")
+        if not isinstance(texts, list) or not texts:
+            raise GGUFError("tokenizer.ggml.tokens: missing or empty")
+        n = len(texts)
+        # llama.cpp names empty tokens so that every text is a distinct key.
+        self.texts = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(texts)]
+        self.scores = _per_token(md, "tokenizer.ggml.scores", n, 0.0)
+        types = _per_token(md, "tokenizer.ggml.token_type", n, 1)
+        self.attrs = [_ATTR_OF_TYPE.get(t, 0) for t in types]
+        self.ids = {t: i for i, t in enumerate(self.texts)}
+        if len(self.ids) != n:
+            raise GGUFError(f"tokenizer.ggml.tokens: {n - len(self.ids)} duplicate token texts")
+        self.special = self._special_ids(md, kind)
+        self._find_unnamed_specials()
+        self.eog = self._eog_ids()
+
+    def _special_ids(self, md: dict, kind: str) -> dict[str, int]:
+        # llama.cpp's defaults per vocabulary kind, then the metadata's ids when in range.
+        names = ("bos", "eos", "eot", "eom", "unk", "sep", "pad", *_FIM_TEXTS)
+        ids = dict.fromkeys(names, NO_TOKEN)
+        if kind == "llama":
+            ids.update(bos=1, eos=2, unk=0)
+        else:
+            ids.update(bos=11, eos=11)
+        n = len(self.texts)
+        keys = {"bos": "bos", "eos": "eos", "eot": "eot", "eom": "eom", "unk": "unknown",
+                "sep": "seperator", "pad": "padding", **{k: k for k in _FIM_TEXTS}}
+        for name, key in keys.items():
+            if ids[name] >= n:
+                ids[name] = NO_TOKEN
+            value = md.get(f"tokenizer.ggml.{key}_token_id")
+            if isinstance(value, int) and 0 <= value < n:
+                ids[name] = value
+        return ids
+
+    def _find_unnamed_specials(self) -> None:
+        for name, texts in (("eot", _EOT_TEXTS), ("eom", ("<|eom_id|>",)), *_FIM_TEXTS.items()):
+            if self.special[name] != NO_TOKEN:
+                continue
+            found = next((self.ids[t] for t in texts if t in self.ids), NO_TOKEN)
+            if found != NO_TOKEN:
+                self.special[name] = found
+                self.attrs[found] |= CONTROL
+
+    def _eog_ids(self) -> frozenset[int]:
+        eog = {self.special[k] for k in ("fim_pad", "fim_rep", "fim_sep", "eos", "eot", "eom")}
+        for text in _EOG_TEXTS:
+            i = self.ids.get(text)
+            if i is not None:
+                eog.add(i)
+                self.attrs[i] |= CONTROL
+        eog.discard(NO_TOKEN)
+        return frozenset(eog)
+
+    def special_tokens(self) -> list[tuple[str, int]]:
+        """(text, id) of every token matched in raw text, longest text first."""
+        mask = CONTROL | USER_DEFINED | UNKNOWN
+        found = [(t, i) for i, (t, a) in enumerate(zip(self.texts, self.attrs)) if a & mask]
+        found.sort(key=lambda ti: (-len(ti[0].encode()), ti[1]))
+        return found
+
+
+def _per_token(md: dict, key: str, n: int, default):
+    values = md.get(key)
+    if values is None:
+        return [default] * n
+    if not isinstance(values, list) or len(values) < n:
+        raise GGUFError(f"{key}: expected {n} values, found "
+                        f"{len(values) if isinstance(values, list) else type(values).__name__}")
+    return values
+
+
+def _flag(md: dict, key: str, default: bool) -> bool:
+    value = md.get(key)
+    return bool(value) if isinstance(value, bool) else default
+
+
+# --- SentencePiece -----------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1          # negative int32 values go out as 10-byte two's complement
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (strings and sub-messages)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _int_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+_PIECE_NORMAL, _PIECE_UNKNOWN, _PIECE_BYTE = 1, 2, 6
+_BPE_MODEL = 2
+
+
+def _is_byte_text(text: str) -> bool:
+    return len(text) == 6 and text.startswith("<0x") and text.endswith(">") and \
+        all(c in "0123456789ABCDEF" for c in text[3:5])
+
+
+def _sentencepiece_model(vocab: _Vocab, unk_id: int) -> bytes:
+    """A serialized sentencepiece ModelProto (BPE) that merges exactly as llama.cpp.
+
+    llama.cpp merges any two symbols whose joined text is a token, whatever its
+    type, so every piece goes in as NORMAL except the byte pieces (for byte
+    fallback, which sentencepiece allows only with all 256 of them) and one
+    UNKNOWN piece that sentencepiece requires. The normalizer only turns spaces
+    into U+2581: the space prefix is added by the caller, per text fragment, as
+    llama.cpp adds it.
+    """
+    byte_ids = {i for i, (t, a) in enumerate(zip(vocab.texts, vocab.attrs))
+                if a & BYTE and _is_byte_text(t)}
+    byte_fallback = len(byte_ids) == 256
+    # A piece is field 1 of ModelProto: piece = 1 (string), score = 2 (float),
+    # type = 3 (enum). The loop is kept flat: 262k pieces take ~0.3 s.
+    heads: dict[int, bytes] = {}
+    tail = struct.Struct("<BfBB").pack
+    parts: list[bytes] = []
+    for i, (text, score) in enumerate(zip(vocab.texts, vocab.scores)):
+        if i == unk_id:
+            kind = _PIECE_UNKNOWN
+        elif byte_fallback and i in byte_ids:
+            kind = _PIECE_BYTE
+        else:
+            kind = _PIECE_NORMAL
+        raw = text.encode()
+        head = heads.get(len(raw))
+        if head is None:
+            size = _varint(len(raw))
+            head = heads[len(raw)] = b"\x0a" + _varint(len(size) + len(raw) + 8) + b"\x0a" + size
+        parts += (head, raw, tail(0x15, score, 0x18, kind))
+    trainer = (_int_field(3, _BPE_MODEL) + _int_field(4, len(vocab.texts))
+               + _int_field(35, byte_fallback) + _int_field(40, unk_id) + _int_field(41, -1)
+               + _int_field(42, -1) + _int_field(43, -1))
+    normalizer = (_field(1, b"identity") + _int_field(3, 0) + _int_field(4, 0)
+                  + _int_field(5, 1))
+    return b"".join(parts) + _field(2, trainer) + _field(3, normalizer)
+
+
+# Bytes of `bytes` input that were not UTF-8, kept by the "surrogateescape" decoding.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_UTF8_LENGTH = (1,) * 12 + (2, 2, 3, 4)   # by the lead byte's high nibble, as llama.cpp
+
+
+def _byte_token(vocab: _Vocab, byte: int, fallback: int) -> int:
+    """llama.cpp's byte_to_token: the <0xNN> token, else the byte as a
+    one-character token."""
+    found = vocab.ids.get(f"<0x{byte:02X}>")
+    if found is None and byte < 0x80:
+        found = vocab.ids.get(chr(byte))
+    return fallback if found is None else found
+
+
+class _SentencePieceEncoder:
+    def __init__(self, vocab: _Vocab, md: dict):
+        import sentencepiece
+
+        unk = vocab.special["unk"]
+        if unk == NO_TOKEN:
+            raise UnsupportedModelError("a SentencePiece vocabulary without an unknown token")
+        self.add_space_prefix = _flag(md, "tokenizer.ggml.add_space_prefix", True)
+        self._sp = sentencepiece.SentencePieceProcessor()
+        self._sp.LoadFromSerializedProto(_sentencepiece_model(vocab, unk))
+        self._byte_ids = [_byte_token(vocab, b, unk) for b in range(256)]
+
+    def encode(self, fragments: list, out: list[int]) -> None:
+        # Texts and tokens alternate, so as in llama.cpp every text gets the
+        # space prefix: it starts the input or follows a special token.
+        prefix = " " if self.add_space_prefix else ""
+        for frag in fragments:
+            if isinstance(frag, int):
+                out.append(frag)
+            else:
+                self._encode_text(prefix + frag, out)
+
+    def _encode_text(self, text: str, out: list[int]) -> None:
+        if not _ESCAPED_BYTE.search(text):
+            out.extend(self._sp.EncodeAsIds(text))
+            return
+        # llama.cpp cuts the raw bytes, spaces already made U+2581, into symbols
+        # by their lead byte's length; a symbol that is not one UTF-8 character
+        # never merges and goes out as byte tokens, so the text on either side
+        # is encoded on its own.
+        raw = text.replace(" ", "\u2581").encode("utf-8", "surrogateescape")
+        start = at = 0
+        while at < len(raw):
+            symbol = raw[at:at + _UTF8_LENGTH[raw[at] >> 4]]
+            try:
+                symbol.decode("utf-8")
+            except UnicodeDecodeError:
+                if start < at:
+                    out.extend(self._sp.EncodeAsIds(raw[start:at].decode("utf-8")))
+                out.extend(self._byte_ids[b] for b in symbol)
+                start = at + len(symbol)
+            at += len(symbol)
+        if start < len(raw):
+            out.extend(self._sp.EncodeAsIds(raw[start:].decode("utf-8")))
+
+
+# --- byte-level BPE ----------------------------------------------------------
+
+def _byte_chars() -> list[str]:
+    """GPT-2's table: printable bytes stand for themselves, the others for
+    characters from U+0100 up, in byte order."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = [""] * 256
+    for b in printable:
+        chars[b] = chr(b)
+    extra = 0x100
+    for b in range(256):
+        if not chars[b]:
+            chars[b] = chr(extra)
+            extra += 1
+    return chars
+
+
+_BYTE_CHARS = _byte_chars()
+_BYTE_OF_CHAR = {c: b for b, c in enumerate(_BYTE_CHARS)}
+_BYTES_TO_CHARS = {b: c for b, c in enumerate(_BYTE_CHARS)}   # a str.translate table on latin-1
+
+# llama.cpp's whitespace (not Python's \s, which adds \x1c-\x1f).
+_WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+_GPT2 = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+_LLAMA3 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+          r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# Each pre-tokenizer is a chain of patterns: every pattern splits each piece the
+# previous ones left, keeping what it does not match as pieces too (llama.cpp's
+# unicode_regex_split). The GPT-2 pattern ends in "|\s+" as llama.cpp's own
+# matcher for it does.
+_PRE_TOKENIZERS = {
+    "default": (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"),
+    "gpt2": (_GPT2,),
+    "smollm": (r"\p{N}", _GPT2),
+    "llama3": (_LLAMA3,),
+    "qwen2": (_QWEN2,),
+}
+# tokenizer.ggml.pre names -> (pre-tokenizer, whole words that are tokens skip merging, add BOS)
+_PRE_NAMES = {
+    "default": ("default", False, False),
+    **{n: ("gpt2", False, False) for n in ("gpt2", "gpt-2", "phi-2", "mpt", "olmo", "jais")},
+    **{n: ("smollm", False, False) for n in ("smollm", "starcoder", "refact", "command-r",
+                                             "codeshell", "exaone", "minerva-7b")},
+    **{n: ("llama3", True, True) for n in ("llama3", "llama-v3", "llama-bpe", "falcon3",
+                                           "falcon-h1", "pixtral", "midm-2.0", "lfm2")},
+    **{n: ("llama3", False, False) for n in ("dbrx", "smaug-bpe")},
+    **{n: ("qwen2", False, False) for n in ("qwen2", "deepseek-r1-qwen", "stablelm2")},
+}
+
+
+def _compile(pattern: str):
+    """The pattern with \\s and \\S meaning llama.cpp's whitespace. In these
+    patterns \\s appears inside a class only as "[^\\s"."""
+    import regex
+
+    pattern = (pattern.replace(r"[^\s", "[^" + _WS).replace(r"\s", f"[{_WS}]")
+               .replace(r"\S", f"[^{_WS}]"))
+    return regex.compile(pattern)
+
+
+class _BPEEncoder:
+    _CACHE_LIMIT = 1 << 16   # distinct words remembered; cleared when full
+
+    def __init__(self, vocab: _Vocab, md: dict, pre: str):
+        merges = md.get("tokenizer.ggml.merges")
+        if not isinstance(merges, list):
+            raise GGUFError("tokenizer.ggml.merges: missing (a gpt2 vocabulary needs its merges)")
+        if pre not in _PRE_NAMES:
+            raise UnsupportedModelError(f"pre-tokenizer {pre!r} (tokenizer.ggml.pre)")
+        chain, self.whole_words, self.add_bos_default = _PRE_NAMES[pre]
+        self._patterns = [_compile(p) for p in _PRE_TOKENIZERS[chain]]
+        self._ranks = {m: r for r, m in enumerate(merges)}   # "left right" -> rank
+        self._ids = vocab.ids
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    def encode(self, fragments: list, out: list[int]) -> None:
+        for frag in fragments:
+            if isinstance(frag, int):
+                out.append(frag)
+                continue
+            # llama.cpp reads each byte that is not UTF-8 as U+FFFD.
+            for word in self.split(_ESCAPED_BYTE.sub("\ufffd", frag)):
+                ids = self._cache.get(word)
+                if ids is None:
+                    ids = self._word_ids(word)
+                out.extend(ids)
+
+    def split(self, text: str) -> list[str]:
+        """The pre-tokenizer's words, in order; they join back to `text`."""
+        pieces = [text]
+        for pattern in self._patterns:
+            split = []
+            for piece in pieces:
+                at = 0
+                for m in pattern.finditer(piece):
+                    if m.start() > at:
+                        split.append(piece[at:m.start()])
+                    split.append(m.group())
+                    at = m.end()
+                if at < len(piece):
+                    split.append(piece[at:])
+            pieces = split
+        return pieces
+
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        chars = word.encode().decode("latin-1").translate(_BYTES_TO_CHARS)
+        whole = self._ids.get(chars) if self.whole_words else None
+        ids = (whole,) if whole is not None else tuple(self._symbol_ids(self._merge(list(chars))))
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = ids
+        return ids
+
+    def _merge(self, symbols: list[str]) -> list[str]:
+        """Apply merges lowest rank first (leftmost first on ties), one pair at a
+        time, as llama.cpp does; a heap keeps long words O(n log n)."""
+        ranks = self._ranks
+        n = len(symbols)
+        nxt = [*range(1, n), -1]
+        prv = list(range(-1, n - 1))
+        heap: list[tuple[int, int, int, str]] = []
+
+        def push(left: int, right: int) -> None:
+            if left >= 0 and right >= 0:
+                rank = ranks.get(symbols[left] + " " + symbols[right])
+                if rank is not None:
+                    heapq.heappush(heap, (rank, left, right, symbols[left] + symbols[right]))
+
+        for i in range(n - 1):
+            push(i, i + 1)
+        while heap:
+            _, left, right, joined = heapq.heappop(heap)
+            a, b = symbols[left], symbols[right]
+            if not a or not b or a + b != joined:
+                continue   # one side changed since this pair was queued
+            symbols[left], symbols[right] = joined, ""
+            nxt[left] = nxt[right]
+            if nxt[right] >= 0:
+                prv[nxt[right]] = left
+            push(prv[left], left)
+            push(left, nxt[left])
+        return [s for s in symbols if s]
+
+    def _symbol_ids(self, symbols: list[str]) -> Iterator[int]:
+        ids = self._ids
+        for s in symbols:
+            i = ids.get(s)
+            if i is not None:
+                yield i
+                continue
+            # Not a token: llama.cpp looks up each single byte of the symbol's
+            # text; only one-byte characters can match.
+            for c in s:
+                i = ids.get(c) if c < "\x80" else None
+                if i is not None:
+                    yield i
+
+
+# --- the tokenizer -----------------------------------------------------------
+
+class Tokenizer:
+    """A GGUF file's tokenizer: text <-> token ids, as llama.cpp tokenizes.
+
+    Build it with `Tokenizer.from_gguf(path)` or `Tokenizer.from_metadata(md)`.
+    Ids that the vocabulary lacks (no EOT token, say) are `NO_TOKEN` (-1).
+    """
+
+    def __init__(self, md: dict):
+        kind = md.get("tokenizer.ggml.model")
+        if kind not in ("llama", "gpt2"):
+            raise UnsupportedModelError(f"tokenizer {kind!r} (tokenizer.ggml.model)")
+        self.kind = kind
+        self._vocab = vocab = _Vocab(md, kind)
+        if kind == "llama":
+            self._encoder = _SentencePieceEncoder(vocab, md)
+            add_bos = True
+        else:
+            pre = md.get("tokenizer.ggml.pre") or "default"
+            self._encoder = _BPEEncoder(vocab, md, pre)
+            add_bos = self._encoder.add_bos_default
+        self.add_bos = _flag(md, "tokenizer.ggml.add_bos_token", add_bos)
+        self.add_eos = _flag(md, "tokenizer.ggml.add_eos_token", False)
+        self._specials = vocab.special_tokens()
+        # Each token's bytes, made on first use: [without special, with special].
+        self._pieces: tuple[list, list] = ([None] * self.n_vocab, [None] * self.n_vocab)
+
+    @classmethod
+    def from_metadata(cls, md: dict) -> "Tokenizer":
+        """From a GGUF metadata dict (`GGUFReader(path).metadata`)."""
+        return cls(md)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> "Tokenizer":
+        from .gguf import GGUFReader
+
+        with GGUFReader(path) as reader:
+            return cls(reader.metadata)
+
+    # -- the vocabulary
+    @property
+    def n_vocab(self) -> int:
+        return len(self._vocab.texts)
+
+    @property
+    def bos_id(self) -> int:
+        return self._vocab.special["bos"]
+
+    @property
+    def eos_id(self) -> int:
+        return self._vocab.special["eos"]
+
+    @property
+    def eot_id(self) -> int:
+        return self._vocab.special["eot"]
+
+    @property
+    def pad_id(self) -> int:
+        return self._vocab.special["pad"]
+
+    @property
+    def unk_id(self) -> int:
+        return self._vocab.special["unk"]
+
+    @property
+    def eog_ids(self) -> frozenset[int]:
+        """Every token that ends generation (EOS, EOT and their kin)."""
+        return self._vocab.eog
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._vocab.eog
+
+    def token_text(self, token: int) -> str:
+        """The token's text as the vocabulary stores it (byte-level or with U+2581)."""
+        return self._vocab.texts[self._checked(token)]
+
+    def token_attr(self, token: int) -> int:
+        """The token's attribute bits (NORMAL, CONTROL, USER_DEFINED, ...)."""
+        return self._vocab.attrs[self._checked(token)]
+
+    # -- text -> ids
+    def encode(self, text: str | bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of `text`.
+
+        add_bos: add BOS (and EOS) where the vocabulary asks for them, as
+        llama.cpp's add_special does. special: match control-token text such as
+        "<|im_start|>" as that token; otherwise it is plain text. User-defined
+        tokens always match. Bytes that are not UTF-8 tokenize as in llama.cpp
+        (byte tokens for SentencePiece, U+FFFD for byte-level BPE).
+        """
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            text = bytes(text).decode("utf-8", "surrogateescape")
+        out: list[int] = []
+        if add_bos and self.add_bos and self.bos_id != NO_TOKEN:
+            out.append(self.bos_id)
+        if text:
+            self._encoder.encode(self._partition(text, special), out)
+        if add_bos and self.add_eos and self.eos_id != NO_TOKEN:
+            out.append(self.eos_id)
+        return out
+
+    def _partition(self, text: str, special: bool) -> list:
+        """Cut `text` at special-token text, longest token first, into a list of
+        strings and token ids (llama.cpp's tokenizer_st_partition)."""
+        attrs = self._vocab.attrs
+        fragments: list = [text]
+        for tok_text, tok in self._specials:
+            if not special and attrs[tok] & _SHOWN_ONLY_IF_SPECIAL:
+                continue
+            if tok_text not in text:
+                continue
+            cut: list = []
+            for frag in fragments:
+                if isinstance(frag, int) or tok_text not in frag:
+                    cut.append(frag)
+                    continue
+                for j, part in enumerate(frag.split(tok_text)):
+                    if j:
+                        cut.append(tok)
+                    if part:
+                        cut.append(part)
+            fragments = cut
+        return fragments
+
+    # -- ids -> text
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes one token stands for. Control and unknown tokens give b""
+        unless `special`."""
+        pieces = self._pieces[bool(special)]
+        piece = pieces[self._checked(token)]
+        if piece is None:
+            piece = pieces[token] = self._piece(token, special)
+        return piece
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        text, attr = self._vocab.texts[token], self._vocab.attrs[token]
+        if attr & _SHOWN_ONLY_IF_SPECIAL and not special:
+            return b""
+        if attr & (_SHOWN_ONLY_IF_SPECIAL | USER_DEFINED):
+            return text.encode()
+        if attr & NORMAL:
+            if self.kind == "llama":
+                return text.replace("\u2581", " ").encode()
+            return _unmap_bytes(text)
+        if attr & BYTE:
+            return bytes([int(text[3:5], 16)])
+        return b""
+
+    def decode(self, tokens: Iterable[int], special: bool = False) -> bytes:
+        """The bytes of `tokens`, joined exactly (no space is stripped or added)."""
+        return b"".join(self.token_to_piece(t, special) for t in tokens)
+
+    def stream(self, special: bool = False) -> "StreamDecoder":
+        """A decoder that takes tokens one by one and gives back only whole characters."""
+        return StreamDecoder(self, special)
+
+    def decode_stream(self, tokens: Iterable[int], special: bool = False) -> Iterator[str]:
+        """Text as the tokens arrive; a character split across tokens comes out
+        whole, once its last byte has arrived."""
+        decoder = self.stream(special)
+        for t in tokens:
+            text = decoder.feed(t)
+            if text:
+                yield text
+        text = decoder.flush()
+        if text:
+            yield text
+
+    def _checked(self, token: int) -> int:
+        if not 0 <= token < len(self._vocab.texts):
+            raise ValueError(f"token id {token} is outside the vocabulary "
+                             f"(0..{len(self._vocab.texts) - 1})")
+        return token
+
+    def __repr__(self) -> str:
+        return f"<Tokenizer {self.kind} n_vocab={self.n_vocab}>"
+
+
+def _unmap_bytes(text: str) -> bytes:
+    out = bytearray()
+    for c in text:
+        b = _BYTE_OF_CHAR.get(c)
+        if b is not None:
+            out.append(b)
+        else:   # not a byte-level character: shown the way llama.cpp shows it
+            out += b"[UNK_BYTE_0x" + c.encode().hex().encode() + text.encode() + b"]"
+    return bytes(out)
+
+
+class StreamDecoder:
+    """Turns tokens into text as they arrive. `feed` returns only complete
+    UTF-8 characters, holding back the first bytes of one that is split across
+    tokens; `flush` gives what is left (bytes that never completed a character
+    become U+FFFD)."""
+
+    def __init__(self, tokenizer: Tokenizer, special: bool = False):
+        self._tokenizer = tokenizer
+        self._special = special
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, token: int) -> str:
+        return self._utf8.decode(self._tokenizer.token_to_piece(token, self._special))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
