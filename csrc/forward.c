@@ -9,8 +9,8 @@
  *       q, k, v = h.Wq^T [+ bq], h.Wk^T [+ bk], h.Wv^T [+ bv]    split into heads
  *       [q, k = rmsnorm(q) * q_norm, rmsnorm(k) * k_norm]         per head
  *       q, k = rope(q, pos), rope(k, pos); the cache keeps k, v at pos
- *       a = softmax(q.K^T * attn_scale, mask) . V                  per query head; a group of
- *                                                                  query heads shares a K/V head (GQA)
+ *       a = softmax(q.K^T * attn_scale, mask) . V                  per query head (GQA: a
+ *                                                                  group shares a K/V head)
  *       o = a.Wo^T   [o = rmsnorm(o) * attn_post_norm]
  *       x = x + o
  *       h = rmsnorm(x) * ffn_norm
@@ -52,7 +52,8 @@ struct ll_model {
     ll_tensor token_embd, output;   /* output is token_embd when tied */
     const float *output_norm;
     layer *layers;
-    double *freq[2];                /* [ROPE_GLOBAL / ROPE_SLIDING][head_dim_k / 2]: angle per position */
+    double *freq[2];                /* [ROPE_GLOBAL / ROPE_SLIDING][head_dim_k / 2]:
+                                       each pair's angle per position */
     float *vectors;                 /* the one block holding every float vector */
 };
 
@@ -86,10 +87,6 @@ static void tensor_name(char *buf, size_t size, int l, const char *what) {
     else snprintf(buf, size, "blk.%d.%s", l, what);
 }
 
-static int64_t row_bytes(int type, int64_t cols) {
-    return cols / ll_traits[type].blck_size * ll_traits[type].type_size;
-}
-
 static int valid_type(int type) {
     return type >= 0 && type < LL_TYPE_COUNT && ll_traits[type].name;
 }
@@ -103,7 +100,7 @@ static int check_bytes(const ll_tensor *t, const char *name, int64_t rows, int64
     if (cols % tr->blck_size)
         return ll_error(LL_ERR_ARG, "%s: row length %lld is not a multiple of %s's block size %lld",
                         name, (long long)cols, tr->name, (long long)tr->blck_size);
-    int64_t need = rows * row_bytes(t->type, cols);
+    int64_t need = rows * ll_row_bytes(t->type, cols);   /* rows, cols: bounded sizes */
     if ((uint64_t)need != (uint64_t)t->nbytes)
         return ll_error(LL_ERR_ARG, "%s holds %zu bytes, %lld x %lld %s take %lld", name,
                         t->nbytes, (long long)rows, (long long)cols, tr->name, (long long)need);
@@ -149,7 +146,8 @@ static int check_hparams(const ll_hparams *hp, int32_t n_layers) {
                             "(n_embd %d, n_ff %d, n_vocab %d, heads %d/%d, head dims %d/%d)",
                             dims[i], MAX_DIM, hp->n_embd, hp->n_ff, hp->n_vocab, hp->n_head,
                             hp->n_head_kv, hp->head_dim_k, hp->head_dim_v);
-    if ((int64_t)hp->n_head * hp->head_dim_k > MAX_DIM || (int64_t)hp->n_head * hp->head_dim_v > MAX_DIM)
+    if ((int64_t)hp->n_head * hp->head_dim_k > MAX_DIM ||
+        (int64_t)hp->n_head * hp->head_dim_v > MAX_DIM)
         return ll_error(LL_ERR_ARG, "%d heads of %d/%d dims exceed %d", hp->n_head,
                         hp->head_dim_k, hp->head_dim_v, MAX_DIM);
     if (hp->n_head % hp->n_head_kv)
@@ -183,10 +181,12 @@ static int check_hparams(const ll_hparams *hp, int32_t n_layers) {
 static int check_sliding(const ll_hparams *hp, const ll_layer_tensors *layers) {
     for (int l = 0; l < hp->n_layer; l++) {
         if (layers[l].sliding != 0 && layers[l].sliding != 1)
-            return ll_error(LL_ERR_ARG, "layer %d: sliding is %d, not 0 or 1", l, layers[l].sliding);
+            return ll_error(LL_ERR_ARG, "layer %d: sliding is %d, not 0 or 1", l,
+                            layers[l].sliding);
         if (!layers[l].sliding) continue;
         if (hp->n_swa < 1)
-            return ll_error(LL_ERR_ARG, "layer %d slides, but the window n_swa is %d", l, hp->n_swa);
+            return ll_error(LL_ERR_ARG, "layer %d slides, but the window n_swa is %d", l,
+                            hp->n_swa);
         if (!finite_positive(hp->rope_base_swa) || !finite_positive(hp->rope_scale_swa))
             return ll_error(LL_ERR_ARG, "sliding rope base %g and scale %g must be finite and > 0",
                             hp->rope_base_swa, hp->rope_scale_swa);
@@ -254,7 +254,8 @@ static const float *take_vector(const ll_tensor *t, float **next) {
     return v;
 }
 
-static int64_t vector_floats(const ll_model_tensors *t, const ll_layer_tensors *layers, int n_layer) {
+static int64_t vector_floats(const ll_model_tensors *t, const ll_layer_tensors *layers,
+                             int n_layer) {
     int64_t n = t->output_norm.cols + (t->rope_freqs.data ? t->rope_freqs.cols : 0);
     for (int l = 0; l < n_layer; l++) {
         const ll_tensor *v[] = { &layers[l].attn_norm, &layers[l].bq, &layers[l].bk,
@@ -286,7 +287,8 @@ void ll_model_free(ll_model *m) {
 int ll_model_new(const ll_hparams *hp, const ll_model_tensors *t,
                  const ll_layer_tensors *layers, int32_t n_layers, ll_model **out) {
     if (!hp || !t || !layers || !out)
-        return ll_error(LL_ERR_ARG, "ll_model_new: hyperparameters, tensors, layers and out are required");
+        return ll_error(LL_ERR_ARG, "ll_model_new: hyperparameters, tensors, layers and out "
+                        "are required");
     *out = NULL;
     int rc;
     if ((rc = check_hparams(hp, n_layers)) || (rc = check_sliding(hp, layers)) ||
@@ -392,7 +394,8 @@ int ll_context_new(const ll_model *m, int32_t n_ctx, int32_t n_batch, int32_t n_
     c->kv_elt = (size_t)ll_traits[kv_type].type_size;
     const size_t nb = (size_t)n_batch, f = sizeof(float);
     const size_t dq = (size_t)hp->n_head * hp->head_dim_k, da = (size_t)hp->n_head * hp->head_dim_v;
-    const size_t dk = (size_t)hp->n_head_kv * hp->head_dim_k, dv = (size_t)hp->n_head_kv * hp->head_dim_v;
+    const size_t dk = (size_t)hp->n_head_kv * hp->head_dim_k;
+    const size_t dv = (size_t)hp->n_head_kv * hp->head_dim_v;
     const size_t per_layer = (size_t)n_ctx * c->kv_elt;
     c->k_cache = calloc((size_t)hp->n_layer * dk, per_layer);
     c->v_cache = calloc((size_t)hp->n_layer * dv, per_layer);
@@ -414,7 +417,8 @@ int ll_context_new(const ll_model *m, int32_t n_ctx, int32_t n_batch, int32_t n_
         !c->out || !c->gate || !c->up || !c->scores || !c->rope || !c->work || work < 0) {
         ll_context_free(c);
         return ll_error(LL_ERR_NOMEM, "out of memory for a context of %d positions (KV cache "
-                        "%llu bytes)", n_ctx, (unsigned long long)(hp->n_layer * (dk + dv) * per_layer));
+                        "%llu bytes)", n_ctx,
+                        (unsigned long long)(hp->n_layer * (dk + dv) * per_layer));
     }
     *out = c;
     return LL_OK;
@@ -430,7 +434,8 @@ int32_t ll_context_n_past(const ll_context *c) { return c->n_past; }
 
 int ll_context_truncate(ll_context *c, int32_t n_keep) {
     if (n_keep < 0 || n_keep > c->n_past)
-        return ll_error(LL_ERR_ARG, "cannot keep %d positions: the cache holds %d", n_keep, c->n_past);
+        return ll_error(LL_ERR_ARG, "cannot keep %d positions: the cache holds %d", n_keep,
+                        c->n_past);
     c->n_past = n_keep;
     return LL_OK;
 }
@@ -438,7 +443,8 @@ int ll_context_truncate(ll_context *c, int32_t n_keep) {
 /* ---- the pieces of a layer ------------------------------------------------------------ */
 
 /* out[r] = in[r] / sqrt(mean(in[r]^2) + eps) * w, for n rows of d (in place allowed) */
-static void rmsnorm_rows(float *out, const float *in, const float *w, int64_t n, int64_t d, float eps) {
+static void rmsnorm_rows(float *out, const float *in, const float *w, int64_t n, int64_t d,
+                         float eps) {
     for (int64_t r = 0; r < n; r++) {
         const float *x = in + r * d;
         float *y = out + r * d;
@@ -458,10 +464,17 @@ static void add(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* Bytes of a [n_batch][width] scratch buffer: what every x and y below holds. */
+static size_t scratch_bytes(const ll_context *c, int64_t width) {
+    return (size_t)c->n_batch * (size_t)width * sizeof(float);
+}
+
+/* y = x.W^T for n rows; x and y are scratch buffers (or y the caller's logits,
+ * of y_bytes) */
 static int matmul(ll_context *c, ll_pool *pool, const ll_tensor *w, const float *x, int32_t n,
-                  float *y) {
-    return ll_matmul(pool, w->type, w->data, w->nbytes, w->rows, w->cols, x, n, y, c->work,
-                     c->work_bytes);
+                  float *y, size_t y_bytes) {
+    return ll_matmul(pool, w->type, w->data, w->nbytes, w->rows, w->cols, x,
+                     scratch_bytes(c, w->cols), n, y, y_bytes, c->work, c->work_bytes);
 }
 
 /* cos and sin of every pair's angle at positions pos0..pos0+n-1, for both kinds of layer */
@@ -501,7 +514,8 @@ static void rope_rows(float *v, int32_t n, int heads, int d, int style, const fl
 
 static uint8_t *k_at(const ll_context *c, int l, int32_t pos, int head) {
     const ll_hparams *hp = &c->m->hp;
-    return c->k_cache + ((((size_t)l * c->n_ctx + pos) * hp->n_head_kv + head) * hp->head_dim_k) * c->kv_elt;
+    const size_t row = ((size_t)l * c->n_ctx + pos) * hp->n_head_kv + head;
+    return c->k_cache + row * hp->head_dim_k * c->kv_elt;
 }
 
 /* row `dim` (of n_head_kv * head_dim_v) of layer l's transposed V, from position pos */
@@ -514,7 +528,8 @@ static uint8_t *v_at(const ll_context *c, int l, int64_t dim, int32_t pos) {
 /* Cache the batch's keys and values at positions pos0.. */
 static void store_kv(ll_context *c, int l, int32_t pos0, int32_t n) {
     const ll_hparams *hp = &c->m->hp;
-    const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k, dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const ll_from_float_fn put = ll_traits[c->kv_type].from_float;
     for (int32_t t = 0; t < n; t++) {
         put(c->k + t * dk, k_at(c, l, pos0 + t, 0), dk);
@@ -572,12 +587,13 @@ static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t 
     const ll_hparams *hp = &c->m->hp;
     const layer *L = &c->m->layers[l];
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim_k;
-    const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k, dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
     int rc;
     rmsnorm_rows(c->xn, c->x, L->attn_norm, n, hp->n_embd, hp->norm_eps);
-    if ((rc = matmul(c, pool, &L->wq, c->xn, n, c->q)) ||
-        (rc = matmul(c, pool, &L->wk, c->xn, n, c->k)) ||
-        (rc = matmul(c, pool, &L->wv, c->xn, n, c->v)))
+    if ((rc = matmul(c, pool, &L->wq, c->xn, n, c->q, scratch_bytes(c, dq))) ||
+        (rc = matmul(c, pool, &L->wk, c->xn, n, c->k, scratch_bytes(c, dk))) ||
+        (rc = matmul(c, pool, &L->wv, c->xn, n, c->v, scratch_bytes(c, dv))))
         return rc;
     if (hp->qkv_bias) {
         add_rows(c->q, L->bq, n, dq);
@@ -586,9 +602,11 @@ static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t 
     }
     if (hp->qk_norm) {
         rmsnorm_rows(c->q, c->q, L->q_norm, (int64_t)n * hp->n_head, hp->head_dim_k, hp->norm_eps);
-        rmsnorm_rows(c->k, c->k, L->k_norm, (int64_t)n * hp->n_head_kv, hp->head_dim_k, hp->norm_eps);
+        rmsnorm_rows(c->k, c->k, L->k_norm, (int64_t)n * hp->n_head_kv, hp->head_dim_k,
+                     hp->norm_eps);
     }
-    const float *table = c->rope + (size_t)(L->sliding ? ROPE_SLIDING : ROPE_GLOBAL) * c->n_batch * hp->head_dim_k;
+    const int kind = L->sliding ? ROPE_SLIDING : ROPE_GLOBAL;
+    const float *table = c->rope + (size_t)kind * c->n_batch * hp->head_dim_k;
     rope_rows(c->q, n, hp->n_head, hp->head_dim_k, hp->rope_style, table);
     rope_rows(c->k, n, hp->n_head_kv, hp->head_dim_k, hp->rope_style, table);
     store_kv(c, l, pos0, n);
@@ -596,8 +614,10 @@ static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t 
     attend_task task = { c, l, pos0, n };
     ll_pool_run(pool, attend_run, &task);
 
-    if ((rc = matmul(c, pool, &L->wo, c->att, n, c->out))) return rc;
-    if (hp->post_norms) rmsnorm_rows(c->out, c->out, L->attn_post_norm, n, hp->n_embd, hp->norm_eps);
+    if ((rc = matmul(c, pool, &L->wo, c->att, n, c->out, scratch_bytes(c, hp->n_embd))))
+        return rc;
+    if (hp->post_norms)
+        rmsnorm_rows(c->out, c->out, L->attn_post_norm, n, hp->n_embd, hp->norm_eps);
     add(c->x, c->out, (int64_t)n * hp->n_embd);
     return LL_OK;
 }
@@ -615,15 +635,17 @@ static int feed_forward(ll_context *c, ll_pool *pool, int l, int32_t n) {
     const int64_t nf = (int64_t)n * hp->n_ff;
     int rc;
     rmsnorm_rows(c->xn, c->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps);
-    if ((rc = matmul(c, pool, &L->ffn_gate, c->xn, n, c->gate)) ||
-        (rc = matmul(c, pool, &L->ffn_up, c->xn, n, c->up)))
+    if ((rc = matmul(c, pool, &L->ffn_gate, c->xn, n, c->gate, scratch_bytes(c, hp->n_ff))) ||
+        (rc = matmul(c, pool, &L->ffn_up, c->xn, n, c->up, scratch_bytes(c, hp->n_ff))))
         return rc;
     if (hp->activation == LL_ACT_SILU)
         for (int64_t i = 0; i < nf; i++) c->gate[i] = silu(c->gate[i]) * c->up[i];
     else
         for (int64_t i = 0; i < nf; i++) c->gate[i] = gelu_tanh(c->gate[i]) * c->up[i];
-    if ((rc = matmul(c, pool, &L->ffn_down, c->gate, n, c->out))) return rc;
-    if (hp->post_norms) rmsnorm_rows(c->out, c->out, L->ffn_post_norm, n, hp->n_embd, hp->norm_eps);
+    if ((rc = matmul(c, pool, &L->ffn_down, c->gate, n, c->out, scratch_bytes(c, hp->n_embd))))
+        return rc;
+    if (hp->post_norms)
+        rmsnorm_rows(c->out, c->out, L->ffn_post_norm, n, hp->n_embd, hp->norm_eps);
     add(c->x, c->out, (int64_t)n * hp->n_embd);
     return LL_OK;
 }
@@ -633,7 +655,7 @@ static int feed_forward(ll_context *c, ll_pool *pool, int l, int32_t n) {
 static void embed(ll_context *c, const int32_t *tokens, int32_t n) {
     const ll_model *m = c->m;
     const ll_tensor *e = &m->token_embd;
-    const size_t row = (size_t)row_bytes(e->type, e->cols);
+    const size_t row = (size_t)ll_row_bytes(e->type, e->cols);
     const int64_t d = m->hp.n_embd;
     for (int32_t t = 0; t < n; t++) {
         float *x = c->x + t * d;
@@ -643,16 +665,18 @@ static void embed(ll_context *c, const int32_t *tokens, int32_t n) {
     }
 }
 
-static int output(ll_context *c, ll_pool *pool, int32_t n, float *logits, int all) {
+static int output(ll_context *c, ll_pool *pool, int32_t n, float *logits, size_t logits_bytes,
+                  int all) {
     const ll_hparams *hp = &c->m->hp;
     const int32_t rows = all ? n : 1;
     const float *x = c->x + (int64_t)(n - rows) * hp->n_embd;
     rmsnorm_rows(c->xn, x, c->m->output_norm, rows, hp->n_embd, hp->norm_eps);
-    int rc = matmul(c, pool, &c->m->output, c->xn, rows, logits);
+    int rc = matmul(c, pool, &c->m->output, c->xn, rows, logits, logits_bytes);
     if (rc) return rc;
     const float cap = hp->logit_softcap;
     if (cap > 0.0f)
-        for (int64_t i = 0; i < (int64_t)rows * hp->n_vocab; i++) logits[i] = cap * tanhf(logits[i] / cap);
+        for (int64_t i = 0; i < (int64_t)rows * hp->n_vocab; i++)
+            logits[i] = cap * tanhf(logits[i] / cap);
     return LL_OK;
 }
 
@@ -692,7 +716,7 @@ int ll_forward(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n, i
         if ((rc = attention(c, pool, l, pos0, n))) return rc;
         if ((rc = feed_forward(c, pool, l, n))) return rc;
     }
-    if (logits && (rc = output(c, pool, n, logits, all_logits))) return rc;
+    if (logits && (rc = output(c, pool, n, logits, logits_bytes, all_logits))) return rc;
     c->n_past = pos0 + n;
     return LL_OK;
 }

@@ -33,7 +33,7 @@ from .threads import get_pool
 class Architecture:
     """What one value of `general.architecture` means for the forward pass."""
     name: str
-    rope_style: int                    # lib.LL_ROPE_NORMAL (adjacent pairs) or LL_ROPE_NEOX (halves)
+    rope_style: int                    # LL_ROPE_NORMAL (adjacent pairs) or LL_ROPE_NEOX (halves)
     activation: int = lib.LL_ACT_SILU  # of the gated FFN
     embd_scale_sqrt: bool = False      # token embeddings times sqrt(n_embd)
     qk_norm: bool = False              # RMSNorm of each query and key head before rope

@@ -101,7 +101,8 @@ def hyperparameters(reader: GGUFReader) -> dict:
               n_head_kv=key("attention.head_count_kv", n_head),
               head_dim=key("attention.key_length", n_embd // n_head),
               eps=key("attention.layer_norm_rms_epsilon"),
-              rope_base=key("rope.freq_base", 10000.0), rope_base_swa=key("rope.freq_base_swa", 10000.0),
+              rope_base=key("rope.freq_base", 10000.0),
+              rope_base_swa=key("rope.freq_base_swa", 10000.0),
               neox=arch in ("qwen2", "gemma3"))
     factor = key("rope.scaling.factor", key("rope.scale_linear", 0.0))
     hp["rope_scale"] = 1.0 / factor if factor else 1.0

@@ -48,7 +48,8 @@ def write_model(path: str | os.PathLike, arch: str = "llama", *, n_layer: int = 
             u32["attention.key_length"] = u32["attention.value_length"] = head_dim
         for k, v in u32.items():
             w.add_metadata(f"{arch}.{k}", v, "uint32")
-        w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6 if gemma else 1e-5, "float32")
+        eps = 1e-6 if gemma else 1e-5
+        w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", eps, "float32")
         w.add_metadata(f"{arch}.rope.freq_base", 1e6 if arch != "llama" else 1e4, "float32")
         if rope_scaling:
             w.add_metadata(f"{arch}.rope.scaling.type", "linear")

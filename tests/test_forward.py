@@ -240,7 +240,8 @@ def test_unsupported_architectures_and_types_are_named(tmp_path):
                                  replace={"blk.0.attn_output.bias": (bias, "F32", (256,))})
     with pytest.raises(UnsupportedModelError, match="blk.0.attn_output.bias"):
         Model(path)
-    path = synthetic.write_model(tmp_path / "yarn.gguf", metadata={"llama.rope.scaling.type": "yarn"})
+    path = synthetic.write_model(tmp_path / "yarn.gguf",
+                                 metadata={"llama.rope.scaling.type": "yarn"})
     with pytest.raises(UnsupportedModelError, match="yarn"):
         Model(path)
 
