@@ -109,6 +109,99 @@ int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
               int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
               float *y, size_t y_bytes, void *work, size_t work_bytes);
 
+/* ---- the forward pass ------------------------------------------------------------ */
+
+enum ll_rope_style {
+    LL_ROPE_NORMAL = 0,   /* rotate adjacent pairs (x[2i], x[2i+1]): llama */
+    LL_ROPE_NEOX = 1      /* rotate the halves' pairs (x[i], x[i + d/2]): qwen2, gemma3 */
+};
+
+enum ll_activation {
+    LL_ACT_SILU = 0,       /* x * sigmoid(x) */
+    LL_ACT_GELU_TANH = 1   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+};
+
+/* What tells one architecture from another: sizes, constants and flags.
+ * A flag that is set makes its tensors required in every layer; one that is
+ * clear requires them absent, so no tensor is ever silently ignored. */
+typedef struct {
+    int32_t n_layer, n_embd, n_ff, n_vocab;
+    int32_t n_head, n_head_kv;          /* query heads; key/value heads (n_head is a multiple: GQA) */
+    int32_t head_dim_k, head_dim_v;     /* per head; rope turns all head_dim_k dims of q and k */
+    float norm_eps;                     /* RMSNorm: x / sqrt(mean(x^2) + eps) * weight */
+    int32_t rope_style;                 /* enum ll_rope_style */
+    /* angle of pair i at position p: p * scale * base^(-2i/head_dim_k) / factor_i
+     * (factor_i from rope_freqs, global layers only; 1 without it) */
+    float rope_base, rope_scale;        /* global layers */
+    float rope_base_swa, rope_scale_swa; /* sliding-window layers */
+    int32_t activation;                 /* enum ll_activation: FFN = down(act(gate(x)) * up(x)) */
+    float embd_scale;                   /* token embeddings are multiplied by it (gemma: sqrt(n_embd)) */
+    float attn_scale;                   /* scores = q.k * attn_scale (usually 1/sqrt(head_dim_k)) */
+    float logit_softcap;                /* 0: none, else logits = c * tanh(logits / c) */
+    int32_t n_swa;                      /* sliding window: a query sees its last n_swa positions */
+    int32_t qkv_bias;                   /* 1: bq, bk, bv */
+    int32_t qk_norm;                    /* 1: q_norm, k_norm (RMSNorm of each head before rope) */
+    int32_t post_norms;                 /* 1: attn_post_norm, ffn_post_norm (before the residual adds) */
+    int32_t tied_output;                /* 1: the output projection is token_embd (output absent) */
+} ll_hparams;
+
+/* A tensor handed to C: `nbytes` bytes at `data` (NULL: absent) holding
+ * rows x cols (numpy order; a vector is 1 x cols) elements of `type`. */
+typedef struct {
+    const void *data;
+    size_t nbytes;
+    int32_t type;
+    int64_t rows, cols;
+} ll_tensor;
+
+/* One layer's tensors, by llama.cpp's names: attn_norm, attn_q/k/v (+ .bias),
+ * attn_q_norm, attn_k_norm, attn_output, post_attention_norm, ffn_norm,
+ * ffn_gate, ffn_up, ffn_down, post_ffw_norm. */
+typedef struct {
+    ll_tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, attn_post_norm;
+    ll_tensor ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_post_norm;
+    int32_t sliding;                    /* 1: attends within the window, with the _swa rope */
+} ll_layer_tensors;
+
+/* The tensors outside the layers; output absent when tied, rope_freqs
+ * (head_dim_k / 2 divisors of the rope frequencies: llama 3 scaling) optional. */
+typedef struct {
+    ll_tensor token_embd, output_norm, output, rope_freqs;
+} ll_model_tensors;
+
+typedef struct ll_model ll_model;
+typedef struct ll_context ll_context;
+
+/* Check every shape, type and byte length against the hyperparameters and
+ * keep the pointers in *model (the weights are not copied: they must outlive
+ * the model; vectors such as norms are converted to float32 once). */
+int ll_model_new(const ll_hparams *hp, const ll_model_tensors *tensors,
+                 const ll_layer_tensors *layers, int32_t n_layers, ll_model **model);
+void ll_model_free(ll_model *model);
+
+/* A KV cache of n_ctx positions (kv_type LL_TYPE_F16 or LL_TYPE_F32) and all
+ * scratch for batches of up to n_batch tokens run by pools of up to n_threads
+ * threads, allocated here once, in *ctx. The model must outlive the context. */
+int ll_context_new(const ll_model *model, int32_t n_ctx, int32_t n_batch,
+                   int32_t n_threads, int32_t kv_type, ll_context **ctx);
+void ll_context_free(ll_context *ctx);
+/* Bytes the KV cache takes. */
+int64_t ll_context_kv_bytes(const ll_context *ctx);
+
+/* Positions 0..n_past-1 are in the cache. */
+int32_t ll_context_n_past(const ll_context *ctx);
+/* Forget every position from n_keep on (0 <= n_keep <= n_past). */
+int ll_context_truncate(ll_context *ctx, int32_t n_keep);
+
+/* Evaluate tokens[0..n_tokens) at positions pos0.. (pos0 <= n_past: what the
+ * cache held from pos0 on is replaced; n_past becomes pos0 + n_tokens).
+ * Logits: the last token's (n_vocab floats) or, with all_logits, every token's
+ * (n_tokens x n_vocab); logits may be NULL to skip the output projection.
+ * Each logit is computed by one thread in a fixed order: the result does not
+ * depend on the pool's size, nor on which batch a token came in. */
+int ll_forward(ll_context *ctx, ll_pool *pool, const int32_t *tokens, int32_t n_tokens,
+               int32_t pos0, float *logits, size_t logits_bytes, int32_t all_logits);
+
 /* ---- measurement -------------------------------------------------------------- */
 
 /* Read `bytes` of buf once with every thread of the pool (each its own slice)

@@ -1,0 +1,425 @@
+"""Models: architectures as data, hyperparameters from GGUF metadata, and the
+C forward pass with its KV cache.
+
+    model = Model("SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx=2048)
+    logits = model.eval([1, 504, 3458])      # the last token's logits
+    model.truncate(2)                        # forget position 2 on
+    logits = model.eval([3458])              # re-evaluate only the new suffix
+
+An architecture is a small record of what sets it apart (rope layout,
+activation, which norms it has, how it slides its attention window); the C
+forward pass reads the flags, so no architecture has code of its own.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ._native import ffi, lib, check, last_error
+from .errors import ContextOverflowError, GGUFError, UnsupportedModelError
+from .gguf import GGUFReader, GGUFTensor
+from .quants import SUPPORTED, GGMLType
+from .threads import get_pool
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What one value of `general.architecture` means for the forward pass."""
+    name: str
+    rope_style: int                    # LL_ROPE_NORMAL (adjacent pairs) or LL_ROPE_NEOX (halves)
+    activation: int = lib.LL_ACT_SILU  # of the gated FFN
+    embd_scale_sqrt: bool = False      # token embeddings times sqrt(n_embd)
+    qk_norm: bool = False              # RMSNorm of each query and key head before rope
+    post_norms: bool = False           # RMSNorm of the attention and FFN outputs
+    #: With a sliding window: every swa_pattern-th layer is global, the rest
+    #: slide (llama.cpp's default for the architecture, overridden by the
+    #: `attention.sliding_window_pattern` key). 0: no sliding layers.
+    swa_pattern: int = 0
+    #: Attention scale from the config; None: 1/sqrt(head_dim_k).
+    attn_scale: Callable[["ModelConfig"], float] | None = None
+
+
+def _gemma3_attn_scale(cfg: "ModelConfig") -> float:
+    # query_pre_attn_scalar: the head size, except Gemma 3 27B (62 layers)
+    # which uses n_embd / n_head (as llama.cpp decides it, by layer count).
+    scalar = cfg.n_embd // cfg.n_head if cfg.n_layer == 62 else cfg.head_dim_k
+    return 1.0 / math.sqrt(scalar)
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    # LLaMA 1/2/3, Mistral, TinyLlama, SmolLM, CodeLlama
+    Architecture("llama", rope_style=lib.LL_ROPE_NORMAL),
+    # Qwen2 / Qwen2.5: biases on Q, K, V (bound when the file has them)
+    Architecture("qwen2", rope_style=lib.LL_ROPE_NEOX),
+    Architecture("gemma3", rope_style=lib.LL_ROPE_NEOX, activation=lib.LL_ACT_GELU_TANH,
+                 embd_scale_sqrt=True, qk_norm=True, post_norms=True, swa_pattern=6,
+                 attn_scale=_gemma3_attn_scale),
+)}
+
+#: ll_layer_tensors field -> tensor name inside `blk.N.`
+LAYER_TENSORS = {
+    "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight",
+    "wv": "attn_v.weight", "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias",
+    "q_norm": "attn_q_norm.weight", "k_norm": "attn_k_norm.weight",
+    "wo": "attn_output.weight", "attn_post_norm": "post_attention_norm.weight",
+    "ffn_norm": "ffn_norm.weight", "ffn_gate": "ffn_gate.weight", "ffn_up": "ffn_up.weight",
+    "ffn_down": "ffn_down.weight", "ffn_post_norm": "post_ffw_norm.weight",
+}
+#: ll_model_tensors field -> tensor name
+GLOBAL_TENSORS = {"token_embd": "token_embd.weight", "output_norm": "output_norm.weight",
+                  "output": "output.weight", "rope_freqs": "rope_freqs.weight"}
+
+#: KV cache types: F16 (llama.cpp's default: half the memory and the bandwidth
+#: of F32, at about 3 significant digits per cached value) or F32 (exact).
+KV_TYPES = {"F16": GGMLType.F16, "F32": GGMLType.F32}
+
+_MISSING = object()
+
+
+class _Metadata:
+    """Typed access to one architecture's metadata keys; errors name the key."""
+
+    def __init__(self, reader: GGUFReader, arch: str):
+        self.md, self.arch, self.path = reader.metadata, arch, reader.path
+
+    def get(self, key: str, kind: type, default: Any = _MISSING) -> Any:
+        full = f"{self.arch}.{key}"
+        if full not in self.md:
+            if default is _MISSING:
+                raise GGUFError(f"{self.path}: metadata key {full!r} is missing")
+            return default
+        value = self.md[full]
+        if isinstance(value, list):
+            if kind is list:
+                return value
+            # a per-layer array: fine when every layer agrees
+            if not value or any(v != value[0] for v in value):
+                raise UnsupportedModelError(f"{self.path}: {full} differs between layers "
+                                            f"({value[:8]}...); llamalite runs uniform layers")
+            value = value[0]
+        if kind is list:
+            return value
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise GGUFError(f"{self.path}: metadata key {full!r} is {value!r}, not an integer")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise GGUFError(f"{self.path}: metadata key {full!r} is {value!r}, not a number")
+        if kind is str and not isinstance(value, str):
+            raise GGUFError(f"{self.path}: metadata key {full!r} is {value!r}, not a string")
+        return kind(value)
+
+
+@dataclass
+class ModelConfig:
+    """The hyperparameters of a model file, as the forward pass uses them."""
+    arch: Architecture
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_vocab: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ctx_train: int
+    norm_eps: float
+    rope_base: float
+    rope_scale: float = 1.0          # positions are multiplied by it (1 / linear scaling factor)
+    rope_base_swa: float = 10000.0
+    rope_scale_swa: float = 1.0
+    n_swa: int = 0
+    sliding: tuple = ()              # per layer: does it slide?
+    attn_scale: float = 0.0
+    embd_scale: float = 1.0
+    logit_softcap: float = 0.0
+    qkv_bias: bool = False
+    tied_output: bool = False
+    has_rope_freqs: bool = False
+
+    @classmethod
+    def from_gguf(cls, reader: GGUFReader) -> "ModelConfig":
+        arch_name = reader.metadata.get("general.architecture")
+        if not isinstance(arch_name, str):
+            raise GGUFError(f"{reader.path}: metadata key 'general.architecture' is missing")
+        arch = ARCHITECTURES.get(arch_name)
+        if arch is None:
+            raise UnsupportedModelError(
+                f"{reader.path}: architecture {arch_name!r} is not supported "
+                f"(llamalite runs {', '.join(sorted(ARCHITECTURES))})")
+        md = _Metadata(reader, arch_name)
+        if "token_embd.weight" not in reader.tensors:
+            raise GGUFError(f"{reader.path}: tensor 'token_embd.weight' is missing")
+        n_embd = md.get("embedding_length", int)
+        n_head = md.get("attention.head_count", int)
+        if n_head <= 0:
+            raise GGUFError(f"{reader.path}: {arch_name}.attention.head_count is {n_head}")
+        head_dim_k = md.get("attention.key_length", int, n_embd // n_head)
+        cfg = cls(
+            arch=arch,
+            n_layer=md.get("block_count", int),
+            n_embd=n_embd,
+            n_ff=md.get("feed_forward_length", int),
+            n_vocab=int(reader.tensors["token_embd.weight"].shape[0]),
+            n_head=n_head,
+            n_head_kv=md.get("attention.head_count_kv", int, n_head),
+            head_dim_k=head_dim_k,
+            head_dim_v=md.get("attention.value_length", int, n_embd // n_head),
+            n_ctx_train=md.get("context_length", int),
+            norm_eps=md.get("attention.layer_norm_rms_epsilon", float),
+            rope_base=md.get("rope.freq_base", float, 10000.0),
+            rope_base_swa=md.get("rope.freq_base_swa", float, 10000.0),
+            logit_softcap=md.get("final_logit_softcapping", float, 0.0),
+            qkv_bias="blk.0.attn_q.bias" in reader.tensors,
+            tied_output="output.weight" not in reader.tensors,
+            has_rope_freqs="rope_freqs.weight" in reader.tensors,
+        )
+        cfg._read_rope_scaling(md)
+        cfg._read_sliding_window(md)
+        cfg.attn_scale = arch.attn_scale(cfg) if arch.attn_scale else 1.0 / math.sqrt(head_dim_k)
+        cfg.embd_scale = math.sqrt(n_embd) if arch.embd_scale_sqrt else 1.0
+        return cfg
+
+    def _read_rope_scaling(self, md: _Metadata) -> None:
+        n_rot = md.get("rope.dimension_count", int, self.head_dim_k)
+        if n_rot != self.head_dim_k:
+            raise UnsupportedModelError(f"{md.path}: rope over {n_rot} of {self.head_dim_k} "
+                                        "head dims (partial rope) is not supported")
+        kind = md.get("rope.scaling.type", str, "linear")
+        if kind not in ("none", "linear"):
+            raise UnsupportedModelError(f"{md.path}: rope scaling {kind!r} is not supported "
+                                        "(llamalite runs none, linear and llama-3 rope_freqs)")
+        factor = md.get("rope.scaling.factor", float, md.get("rope.scale_linear", float, 0.0))
+        self.rope_scale = 1.0 if factor == 0.0 else 1.0 / factor
+        if md.get("rope.scaling.attn_factor", float, 1.0) != 1.0:
+            raise UnsupportedModelError(f"{md.path}: rope.scaling.attn_factor is not supported")
+
+    def _read_sliding_window(self, md: _Metadata) -> None:
+        self.n_swa = md.get("attention.sliding_window", int, 0) if self.arch.swa_pattern else 0
+        if self.n_swa <= 0:
+            self.n_swa, self.sliding = 0, (False,) * self.n_layer
+            return
+        pattern = md.get("attention.sliding_window_pattern", list, self.arch.swa_pattern)
+        if isinstance(pattern, list):          # one bool per layer
+            if len(pattern) != self.n_layer:
+                raise GGUFError(f"{md.path}: sliding_window_pattern has {len(pattern)} entries "
+                                f"for {self.n_layer} layers")
+            self.sliding = tuple(bool(p) for p in pattern)
+        else:                                  # every n-th layer is global
+            n = int(pattern)
+            self.sliding = tuple(n == 0 or il % n < n - 1 for il in range(self.n_layer))
+
+    def hparams(self):
+        """The C struct ll_hparams."""
+        hp = ffi.new("ll_hparams *")
+        for name in ("n_layer", "n_embd", "n_ff", "n_vocab", "n_head", "n_head_kv", "head_dim_k",
+                     "head_dim_v", "norm_eps", "rope_base", "rope_scale", "rope_base_swa",
+                     "rope_scale_swa", "embd_scale", "attn_scale", "logit_softcap", "n_swa"):
+            setattr(hp, name, getattr(self, name))
+        hp.rope_style = self.arch.rope_style
+        hp.activation = self.arch.activation
+        hp.qkv_bias = int(self.qkv_bias)
+        hp.qk_norm = int(self.arch.qk_norm)
+        hp.post_norms = int(self.arch.post_norms)
+        hp.tied_output = int(self.tied_output)
+        return hp
+
+    def tensor_names(self) -> dict:
+        """Every tensor the forward pass binds: C field -> GGUF name (layers as
+        'blk.N.field')."""
+        wanted = {"token_embd": GLOBAL_TENSORS["token_embd"],
+                  "output_norm": GLOBAL_TENSORS["output_norm"]}
+        if not self.tied_output:
+            wanted["output"] = GLOBAL_TENSORS["output"]
+        if self.has_rope_freqs:
+            wanted["rope_freqs"] = GLOBAL_TENSORS["rope_freqs"]
+        skip = set()
+        if not self.qkv_bias:
+            skip |= {"bq", "bk", "bv"}
+        if not self.arch.qk_norm:
+            skip |= {"q_norm", "k_norm"}
+        if not self.arch.post_norms:
+            skip |= {"attn_post_norm", "ffn_post_norm"}
+        for il in range(self.n_layer):
+            for fld, name in LAYER_TENSORS.items():
+                if fld not in skip:
+                    wanted[f"blk.{il}.{fld}"] = f"blk.{il}.{name}"
+        return wanted
+
+
+def _bind(t: GGUFTensor, c_tensor, keep: list) -> None:
+    if t.type not in SUPPORTED:
+        raise UnsupportedModelError(f"tensor {t.name!r} has type {t.type.name}, which "
+                                    "llamalite does not run")
+    buf = ffi.from_buffer(t.data)
+    keep.append(buf)
+    c_tensor.data = buf
+    c_tensor.nbytes = t.nbytes
+    c_tensor.type = int(t.type)
+    c_tensor.rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
+    c_tensor.cols = int(t.shape[-1]) if t.shape else 1
+
+
+#: Models not closed yet: closed at exit, while the C library is still loaded.
+_open_models: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_models() -> None:
+    for m in list(_open_models):
+        m.close()
+
+
+class Model:
+    """A GGUF model bound to the C forward pass, with a KV cache of n_ctx positions.
+
+    `model` is a path or an open GGUFReader (whose tensors are used in place:
+    nothing is copied). n_ctx None or 0 means the model's training context;
+    n_batch is clamped to n_ctx; n_threads None means the physical cores;
+    kv_type is "F16" (default, as llama.cpp) or "F32".
+    """
+
+    def __init__(self, model: str | os.PathLike | GGUFReader, n_ctx: int | None = None,
+                 n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16"):
+        self._model = self._ctx = None
+        self._lock = threading.Lock()   # one evaluation at a time: the cache and scratch are shared
+        self._owns_reader = not isinstance(model, GGUFReader)
+        self.reader = GGUFReader(model) if self._owns_reader else model
+        try:
+            self.config = cfg = ModelConfig.from_gguf(self.reader)
+            self.n_ctx = int(n_ctx) if n_ctx else cfg.n_ctx_train
+            self.n_batch = max(1, min(int(n_batch), self.n_ctx))
+            if kv_type not in KV_TYPES:
+                raise ValueError(f"kv_type {kv_type!r}: expected one of {', '.join(KV_TYPES)}")
+            self.kv_type = kv_type
+            self.n_threads = lib.ll_pool_size(get_pool(n_threads))
+            self._model = self._new_model()
+            ctx = ffi.new("ll_context **")
+            check(lib.ll_context_new(self._model, self.n_ctx, self.n_batch, self.n_threads,
+                                     int(KV_TYPES[kv_type]), ctx))
+            self._ctx = ctx[0]
+            _open_models.add(self)
+        except BaseException:
+            self.close()
+            raise
+
+    def _new_model(self):
+        cfg, tensors = self.config, self.reader.tensors
+        wanted = cfg.tensor_names()
+        unused = sorted(set(tensors) - set(wanted.values()))
+        if unused:
+            raise UnsupportedModelError(
+                f"{self.reader.path}: tensor {unused[0]!r} is not used by llamalite's "
+                f"{cfg.arch.name} ({len(unused)} such tensors)")
+        self._keep: list = []
+        globals_ = ffi.new("ll_model_tensors *")
+        layers = ffi.new("ll_layer_tensors[]", cfg.n_layer)
+        for fld, name in wanted.items():
+            if name not in tensors:
+                raise GGUFError(f"{self.reader.path}: tensor {name!r} is missing")
+            if fld.startswith("blk."):
+                _, il, member = fld.split(".", 2)
+                _bind(tensors[name], getattr(layers[int(il)], member), self._keep)
+            else:
+                _bind(tensors[name], getattr(globals_, fld), self._keep)
+        for il, slides in enumerate(cfg.sliding):
+            layers[il].sliding = int(slides)
+        out = ffi.new("ll_model **")
+        rc = lib.ll_model_new(cfg.hparams(), globals_, layers, cfg.n_layer, out)
+        if rc == lib.LL_ERR_ARG:  # shapes and sizes come from the file
+            raise GGUFError(f"{self.reader.path}: {last_error()}")
+        check(rc)
+        return out[0]
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    @property
+    def n_past(self) -> int:
+        """Positions 0..n_past-1 are in the KV cache."""
+        return lib.ll_context_n_past(self._live())
+
+    def kv_bytes(self) -> int:
+        return lib.ll_context_kv_bytes(self._live())
+
+    def truncate(self, n_keep: int) -> None:
+        """Forget every cached position from n_keep on."""
+        check(lib.ll_context_truncate(self._live(), int(n_keep)))
+
+    def eval(self, ids, pos: int | None = None, all_logits: bool = False) -> np.ndarray:
+        """Evaluate token ids at positions pos.. (default: after what is cached;
+        what was cached from pos on is replaced), in pieces of n_batch.
+
+        Returns the last token's logits (n_vocab float32), or with all_logits
+        every token's (len(ids) x n_vocab).
+        """
+        ctx = self._live()
+        ids = self._check_ids(ids)
+        n = len(ids)
+        pos = self.n_past if pos is None else int(pos)
+        if not 0 <= pos <= self.n_past:
+            raise ValueError(f"position {pos}: the cache holds {self.n_past} positions, so a "
+                             f"batch starts at 0..{self.n_past}")
+        if pos + n > self.n_ctx:
+            raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
+                                       f"the context holds {self.n_ctx} (n_ctx)")
+        out = np.empty((n, self.n_vocab) if all_logits else self.n_vocab, np.float32)
+        pool = get_pool(self.n_threads)   # looked up each time: a forked child gets its own
+        with self._lock:
+            for start in range(0, n, self.n_batch):
+                chunk = ids[start:start + self.n_batch]
+                last = start + len(chunk) == n
+                dest = out[start:start + len(chunk)] if all_logits else out if last else None
+                logits = ffi.NULL if dest is None else ffi.cast("float *", ffi.from_buffer(dest))
+                nbytes = 0 if dest is None else dest.nbytes
+                check(lib.ll_forward(ctx, pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
+                                     len(chunk), pos + start, logits, nbytes, int(all_logits)))
+        return out
+
+    def _check_ids(self, ids) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            raise ValueError("no token ids to evaluate")
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise ValueError(f"token ids must be a flat sequence of integers, got {arr.dtype} "
+                             f"of shape {arr.shape}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self.n_vocab))
+        if bad.size:
+            raise ValueError(f"token id {arr[bad[0]]} (at {bad[0]}) is out of range: the "
+                             f"vocabulary has {self.n_vocab} tokens")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def _live(self):
+        if self._ctx is None:
+            raise ValueError("the model is closed")
+        return self._ctx
+
+    def close(self) -> None:
+        """Free the KV cache and the model; close the file if this Model opened it."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            lib.ll_context_free(ctx)
+        model, self._model = self._model, None
+        if model is not None:
+            lib.ll_model_free(model)
+        self._keep = []
+        if self._owns_reader and getattr(self, "reader", None) is not None:
+            self.reader.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
