@@ -30,6 +30,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "quants.h"
 #include "threads.h"
 
@@ -705,10 +706,10 @@ static int check_batch(const ll_context *c, ll_pool *pool, const int32_t *tokens
     return LL_OK;
 }
 
-int ll_forward(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n, int32_t pos0,
-               float *logits, size_t logits_bytes, int32_t all_logits) {
-    int rc = check_batch(c, pool, tokens, n, pos0, logits, logits_bytes, all_logits);
-    if (rc) return rc;
+/* Every layer over a checked batch: leaves the residual stream in c->x. */
+static int run_layers(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n,
+                      int32_t pos0) {
+    int rc;
     c->n_past = pos0;   /* what the cache held from pos0 on is being replaced */
     embed(c, tokens, n);
     rope_tables(c, pos0, n);
@@ -716,7 +717,88 @@ int ll_forward(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n, i
         if ((rc = attention(c, pool, l, pos0, n))) return rc;
         if ((rc = feed_forward(c, pool, l, n))) return rc;
     }
+    return LL_OK;
+}
+
+int ll_forward(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n, int32_t pos0,
+               float *logits, size_t logits_bytes, int32_t all_logits) {
+    int rc = check_batch(c, pool, tokens, n, pos0, logits, logits_bytes, all_logits);
+    if (rc || (rc = run_layers(c, pool, tokens, n, pos0))) return rc;
     if (logits && (rc = output(c, pool, n, logits, logits_bytes, all_logits))) return rc;
     c->n_past = pos0 + n;
+    return LL_OK;
+}
+
+int ll_forward_hidden(ll_context *c, ll_pool *pool, const int32_t *tokens, int32_t n,
+                      int32_t pos0, float *hidden, size_t hidden_bytes) {
+    int rc = check_batch(c, pool, tokens, n, pos0, NULL, 0, 0);
+    if (rc) return rc;
+    const ll_hparams *hp = &c->m->hp;
+    const uint64_t need = (uint64_t)n * hp->n_embd * sizeof(float);
+    if (!hidden || hidden_bytes < need)
+        return ll_error(LL_ERR_ARG, "the hidden-state buffer holds %zu bytes, %llu needed",
+                        hidden ? hidden_bytes : 0, (unsigned long long)need);
+    if ((rc = run_layers(c, pool, tokens, n, pos0))) return rc;
+    rmsnorm_rows(hidden, c->x, c->m->output_norm, n, hp->n_embd, hp->norm_eps);
+    c->n_past = pos0 + n;
+    return LL_OK;
+}
+
+/* ---- saving and restoring the cache ------------------------------------------------------ */
+
+/* The first n_pos positions, layer by layer: K as cached ([pos][n_head_kv * head_dim_k],
+ * one block per layer), then V one row of n_pos values per dim (the cache keeps V
+ * transposed, n_ctx apart). */
+int64_t ll_context_state_bytes(const ll_context *c, int32_t n_pos) {
+    const ll_hparams *hp = &c->m->hp;
+    if (n_pos < 0 || n_pos > c->n_ctx) return -1;
+    return (int64_t)hp->n_layer * hp->n_head_kv * (hp->head_dim_k + hp->head_dim_v) * n_pos *
+           (int64_t)c->kv_elt;
+}
+
+static int check_state(const ll_context *c, int32_t n_pos, const void *buf, size_t bytes,
+                       int32_t limit, const char *limit_name) {
+    if (!c || !buf) return ll_error(LL_ERR_ARG, "the cache state: no context or no buffer");
+    if (n_pos < 0 || n_pos > limit)
+        return ll_error(LL_ERR_ARG, "the cache state of %d positions: %s is %d", n_pos,
+                        limit_name, limit);
+    const int64_t need = ll_context_state_bytes(c, n_pos);
+    if ((uint64_t)need != (uint64_t)bytes)
+        return ll_error(LL_ERR_ARG, "the cache state of %d positions takes %lld bytes, the "
+                        "buffer holds %zu", n_pos, (long long)need, bytes);
+    return LL_OK;
+}
+
+/* Copy positions [0, n_pos) out of the cache (to_state) or into it. */
+static void copy_state(ll_context *c, int32_t n_pos, uint8_t *state, int to_state) {
+    const ll_hparams *hp = &c->m->hp;
+    const size_t k_block = (size_t)n_pos * hp->n_head_kv * hp->head_dim_k * c->kv_elt;
+    const size_t v_row = (size_t)n_pos * c->kv_elt;
+    const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    for (int l = 0; l < hp->n_layer; l++) {
+        uint8_t *k = k_at(c, l, 0, 0);
+        if (to_state) memcpy(state, k, k_block);
+        else memcpy(k, state, k_block);
+        state += k_block;
+        for (int64_t d = 0; d < dv; d++, state += v_row) {
+            uint8_t *v = v_at(c, l, d, 0);
+            if (to_state) memcpy(state, v, v_row);
+            else memcpy(v, state, v_row);
+        }
+    }
+}
+
+int ll_context_state_get(ll_context *c, int32_t n_pos, void *dst, size_t dst_bytes) {
+    int rc = check_state(c, n_pos, dst, dst_bytes, c ? c->n_past : 0, "n_past");
+    if (rc) return rc;
+    copy_state(c, n_pos, dst, 1);
+    return LL_OK;
+}
+
+int ll_context_state_set(ll_context *c, int32_t n_pos, const void *src, size_t src_bytes) {
+    int rc = check_state(c, n_pos, src, src_bytes, c ? c->n_ctx : 0, "n_ctx");
+    if (rc) return rc;
+    copy_state(c, n_pos, (uint8_t *)src, 0);
+    c->n_past = n_pos;
     return LL_OK;
 }

@@ -202,6 +202,21 @@ int ll_context_truncate(ll_context *ctx, int32_t n_keep);
 int ll_forward(ll_context *ctx, ll_pool *pool, const int32_t *tokens, int32_t n_tokens,
                int32_t pos0, float *logits, size_t logits_bytes, int32_t all_logits);
 
+/* As ll_forward, but instead of logits write every token's final hidden state
+ * (after output_norm, before the output projection: llama.cpp's embeddings),
+ * n_tokens x n_embd floats, into hidden (hidden_bytes at least that). */
+int ll_forward_hidden(ll_context *ctx, ll_pool *pool, const int32_t *tokens, int32_t n_tokens,
+                      int32_t pos0, float *hidden, size_t hidden_bytes);
+
+/* The cache's first n_pos positions as bytes, to save and restore a context:
+ * ll_context_state_bytes() says how many (-1 if n_pos is outside 0..n_ctx);
+ * _get copies them out (n_pos <= n_past) into exactly that many bytes; _set
+ * copies them back into a context of the same model, n_ctx and KV type, and
+ * n_past becomes n_pos. */
+int64_t ll_context_state_bytes(const ll_context *ctx, int32_t n_pos);
+int ll_context_state_get(ll_context *ctx, int32_t n_pos, void *dst, size_t dst_bytes);
+int ll_context_state_set(ll_context *ctx, int32_t n_pos, const void *src, size_t src_bytes);
+
 /* ---- measurement -------------------------------------------------------------- */
 
 /* Read `bytes` of buf once with every thread of the pool (each its own slice)

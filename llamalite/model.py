@@ -359,16 +359,8 @@ class Model:
         Returns the last token's logits (n_vocab float32), or with all_logits
         every token's (len(ids) x n_vocab).
         """
-        ctx = self._live()
-        ids = self._check_ids(ids)
-        n = len(ids)
-        pos = self.n_past if pos is None else int(pos)
-        if not 0 <= pos <= self.n_past:
-            raise ValueError(f"position {pos}: the cache holds {self.n_past} positions, so a "
-                             f"batch starts at 0..{self.n_past}")
-        if pos + n > self.n_ctx:
-            raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
-                                       f"the context holds {self.n_ctx} (n_ctx)")
+        ctx, ids = self._live(), self._check_ids(ids)
+        pos, n = self._check_pos(ids, pos), len(ids)
         out = np.empty((n, self.n_vocab) if all_logits else self.n_vocab, np.float32)
         pool = get_pool(self.n_threads)   # looked up each time: a forked child gets its own
         with self._lock:
@@ -381,6 +373,47 @@ class Model:
                 check(lib.ll_forward(ctx, pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
                                      len(chunk), pos + start, logits, nbytes, int(all_logits)))
         return out
+
+    def hidden(self, ids, pos: int | None = None) -> np.ndarray:
+        """Evaluate like eval(), but return every token's final hidden state
+        (after output_norm, before the output projection: llama.cpp's
+        embeddings), len(ids) x n_embd float32."""
+        ctx, ids = self._live(), self._check_ids(ids)
+        pos = self._check_pos(ids, pos)
+        out = np.empty((len(ids), self.config.n_embd), np.float32)
+        pool = get_pool(self.n_threads)
+        with self._lock:
+            for start in range(0, len(ids), self.n_batch):
+                chunk, dest = ids[start:start + self.n_batch], out[start:start + self.n_batch]
+                check(lib.ll_forward_hidden(ctx, pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
+                                            len(chunk), pos + start,
+                                            ffi.cast("float *", ffi.from_buffer(dest)), dest.nbytes))
+        return out
+
+    def save_cache(self, n_pos: int | None = None) -> bytes:
+        """The KV cache's first n_pos positions (default: all cached) as bytes."""
+        ctx = self._live()
+        n_pos = self.n_past if n_pos is None else int(n_pos)
+        size = lib.ll_context_state_bytes(ctx, n_pos)
+        buf = bytearray(max(size, 0))
+        check(lib.ll_context_state_get(ctx, n_pos, ffi.from_buffer(buf), len(buf)))
+        return bytes(buf)
+
+    def load_cache(self, data: bytes, n_pos: int) -> None:
+        """Restore positions 0..n_pos-1 from save_cache() of a Model of the same
+        file, n_ctx and kv_type; n_past becomes n_pos."""
+        check(lib.ll_context_state_set(self._live(), int(n_pos), ffi.from_buffer(data), len(data)))
+
+    def _check_pos(self, ids: np.ndarray, pos: int | None) -> int:
+        n = len(ids)
+        pos = self.n_past if pos is None else int(pos)
+        if not 0 <= pos <= self.n_past:
+            raise ValueError(f"position {pos}: the cache holds {self.n_past} positions, so a "
+                             f"batch starts at 0..{self.n_past}")
+        if pos + n > self.n_ctx:
+            raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
+                                       f"the context holds {self.n_ctx} (n_ctx)")
+        return pos
 
     def _check_ids(self, ids) -> np.ndarray:
         arr = np.asarray(ids)
