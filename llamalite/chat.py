@@ -20,8 +20,9 @@ deadline at the top of every block body (each loop iteration, macro call and
 branch), and every step that can build a large value in one go (`+ * ** %`,
 `~`, filters, method calls, printed values) is measured first against a size
 budget. A template that raises, overruns, or reaches for what the sandbox
-forbids fails with `ChatTemplateError` after at most about the time budget and
-a few times the size budget in memory.
+forbids fails with `ChatTemplateError`, having run about the time budget at
+most (plus one step, which the size budget bounds) and built a few times the
+size budget at most.
 """
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ChatTemplateError, InvalidArgumentError
 
-#: Seconds a template may take to compile or render. Real chat templates
-#: render a conversation in about a millisecond.
+#: Seconds a template may take to render. Real chat templates render a
+#: conversation in about a millisecond.
 RENDER_SECONDS = 1.0
 #: The most characters any value a template builds may have, its output
 #: included: about a million tokens, past any context window llamalite runs,
@@ -243,7 +244,7 @@ def _translate_size(b: _Budget, s: Any, table: Any) -> None:
     b.check(len(s) * max(widest, 1))
 
 
-def _pad_size(b: _Budget, s: Any, width: Any, *_: Any) -> None:
+def _pad_size(b: _Budget, s: Any, width: Any, fillchar: Any = " ") -> None:
     b.check(max(b.size(s), _int(width)))
 
 
@@ -252,7 +253,8 @@ def _expandtabs_size(b: _Budget, s: Any, tabsize: Any = 8) -> None:
     b.check(len(s) + s.count(tab) * max(_int(tabsize), 0))
 
 
-def _to_bytes_size(b: _Budget, n: Any, length: Any = 1, *_: Any, **__: Any) -> None:
+def _to_bytes_size(b: _Budget, n: Any, length: Any = 1, byteorder: Any = "big", *,
+                   signed: Any = False) -> None:
     b.check(_int(length))
 
 
@@ -277,31 +279,44 @@ def _method_check(obj: Any) -> tuple[Optional[Callable], Any]:
     return None, None
 
 
-def _indent_size(b: _Budget, s: Any, width: Any = 4, *_: Any, **__: Any) -> None:
+def _center_size(b: _Budget, value: Any, width: Any = 80) -> None:
+    b.check(max(b.size(value), _int(width)))
+
+
+def _indent_size(b: _Budget, s: Any, width: Any = 4, first: Any = False,
+                 blank: Any = False) -> None:
     pad = len(width) if isinstance(width, str) else _int(width)
     b.check(b.size(s) + (_text(s).count("\n") + 1) * pad)
 
 
 def _wordwrap_size(b: _Budget, s: Any, width: Any = 79, break_long_words: Any = True,
-                   wrapstring: Any = None, *_: Any) -> None:
+                   wrapstring: Any = None, break_on_hyphens: Any = True) -> None:
     # Each character could start a new line; real wraps are much rarer.
     b.check(b.size(s) + (b.size(s) + 1) * len(_text(wrapstring or "\n")))
 
 
-def _urlize_size(b: _Budget, s: Any, trim_url_limit: Any = None, nofollow: Any = False,
-                 target: Any = None, rel: Any = None, *_: Any) -> None:
-    b.check(b.size(s) * (1 + len(_text(target or "")) + len(_text(rel or "")) + 40))
+def _urlize_size(b: _Budget, value: Any, trim_url_limit: Any = None, nofollow: Any = False,
+                 target: Any = None, rel: Any = None, extra_schemes: Any = None) -> None:
+    b.check(b.size(value) * (1 + len(_text(target or "")) + len(_text(rel or "")) + 40))
 
 
-def _count_check(b: _Budget, value: Any, count: Any, *_: Any) -> None:
+def _check_count(count: Any) -> None:
     if _int(count) > _MAX_COUNT:
         raise ChatTemplateError(f"the chat template asked a filter for {count} pieces "
                                 f"(at most {_MAX_COUNT})")
 
 
-def _sum_size(b: _Budget, items: Any, attribute: Any = None, start: Any = 0) -> None:
+def _batch_check(b: _Budget, value: Any, linecount: Any, fill_with: Any = None) -> None:
+    _check_count(linecount)
+
+
+def _slice_check(b: _Budget, value: Any, slices: Any, fill_with: Any = None) -> None:
+    _check_count(slices)
+
+
+def _sum_size(b: _Budget, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
     if isinstance(start, (list, tuple, str)):  # sequence sums copy quadratically
-        b.check(len(items) * b.size(items))
+        b.check(len(iterable) * b.size(iterable))
 
 
 def _tojson_check(b: _Budget, value: Any, ensure_ascii: Any = False, indent: Any = None,
@@ -314,13 +329,14 @@ def _tojson_check(b: _Budget, value: Any, ensure_ascii: Any = False, indent: Any
 
 
 #: Filters that can outgrow their inputs, with the check each gets first
-#: (the budget, then the filter's arguments without Jinja's context argument).
+#: (the budget, then the filter's arguments without Jinja's context argument;
+#: the parameters keep the filters' names, since templates may pass keywords).
 _FILTER_CHECKS: dict[str, Callable] = {
-    "center": _pad_size, "indent": _indent_size, "wordwrap": _wordwrap_size,
+    "center": _center_size, "indent": _indent_size, "wordwrap": _wordwrap_size,
     "replace": _replace_size, "urlize": _urlize_size,
     "join": lambda b, value, d="", attribute=None: _join_size(b, d, value),
     "format": lambda b, value, *args, **kwargs: _percent_size(b, value, kwargs or args),
-    "batch": _count_check, "slice": _count_check, "sum": _sum_size, "tojson": _tojson_check,
+    "batch": _batch_check, "slice": _slice_check, "sum": _sum_size, "tojson": _tojson_check,
 }
 
 
@@ -561,7 +577,7 @@ class Jinja2ChatFormatter:
 # text. Each takes the messages and gives the prompt; a role the format has no
 # label for (tool, and system except in llama-3) is left out.
 
-Turns = list  # [(role label, content or None)]
+Turns = list[tuple[str, Optional[str]]]  # (role label, content or None)
 
 
 def _system_text(messages: list[Mapping]) -> str:

@@ -116,6 +116,36 @@ def test_tojson_as_hugging_face():
     assert render("{{ v|tojson(ensure_ascii=true) }}", v="ü") == '"\\u00fc"'
 
 
+def test_budget_checks_refuse_nothing_legitimate():
+    """Every filter and method with a size check, called with keywords where
+    it takes them, renders as in a plain sandbox configured as Hugging Face's."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    template = (
+        "{{ 'ab'|center }}|{{ 'ab'|center(width=6) }}|{{ 'a\nb'|indent }}|"
+        "{{ 'a\nb'|indent(width=2, first=True, blank=True) }}|{{ 'a'|indent('> ', true) }}|"
+        "{{ 'aaa bbb'|wordwrap(width=3, break_on_hyphens=False, wrapstring='/') }}|"
+        "{{ 'aXbX'|replace('X', 'Y', count=1) }}|{{ messages|join(d='-', attribute='role') }}|"
+        "{{ '%s=%d'|format('x', 3) }}|{{ [1, 2, 3]|batch(linecount=2, fill_with=0)|list }}|"
+        "{{ [1, 2, 3]|slice(slices=2, fill_with=0)|list }}|{{ [[1], [2]]|sum(start=[0]) }}|"
+        "{{ {'a': [1]}|tojson(indent=2, separators=(',', ': ')) }}|"
+        "{{ 'see https://x.org'|urlize(target='_blank', rel='x', extra_schemes=['ftp:']) }}|"
+        "{{ 'a\tb'.expandtabs(tabsize=4) }}|{{ 'ab'.replace('a', 'c') }}|"
+        "{{ '-'.join(messages|map(attribute='content')) }}|{{ 'abc'.translate({97: 'xy'}) }}|"
+        "{{ '{:>4}|{x:.2f}'.format(1, x=2) }}|{{ '{a}'.format_map({'a': 3}) }}|"
+        "{{ (5).to_bytes(length=2, byteorder='big') }}|"
+        "{{ (5).to_bytes(1, 'little', signed=true) }}|"
+        "{{ 'ab'.zfill(4) }}|{{ 'ab'.ljust(3) }}|{{ 'ab'.center(5, '*') }}|{{ 'ab'|wordwrap }}|"
+        "{{ '%(a)s %%' % {'a': 1} }}|{{ 'x' ~ 1 ~ [2] }}|{{ [1] + [2] }}|{{ 'ab' * 2 }}|"
+        "{{ 2 ** 10 }}|{{ 3 * 4 }}|{{ (messages|first).items()|list }}")
+    plain = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                          extensions=[loopcontrols])
+    plain.filters["tojson"] = chat._tojson
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert render(template, messages) == plain.from_string(template).render(messages=messages)
+
+
 def test_strftime_now():
     year = datetime.now().year
     assert render("{{ strftime_now('%Y') }}") in (str(year), str(year + 1))
