@@ -369,11 +369,21 @@ static inline uint16_t half_at(const void *p) {
 /* hx * hy for the float16 fields at x, y of 4 consecutive blocks (strides in
  * bytes): one F16C conversion instead of eight scalar ones, which otherwise
  * cost as much as a 32-element block's integer dot. */
+static inline __m128i dword_at(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return _mm_cvtsi32_si128((int)w);
+}
+
+/* the float16 fields at p and p + stride .. p + 3 * stride in words 0..3 */
+static inline __m128i halves_4(const uint8_t *p, size_t stride) {
+    const __m128i h01 = _mm_unpacklo_epi16(dword_at(p), dword_at(p + stride));
+    const __m128i h23 = _mm_unpacklo_epi16(dword_at(p + 2 * stride), dword_at(p + 3 * stride));
+    return _mm_unpacklo_epi32(h01, h23);
+}
+
 static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t *y, size_t ys) {
-    const __m128i h = _mm_setr_epi16((short)half_at(x), (short)half_at(x + xs), (short)half_at(x + 2 * xs),
-                                     (short)half_at(x + 3 * xs), (short)half_at(y), (short)half_at(y + ys),
-                                     (short)half_at(y + 2 * ys), (short)half_at(y + 3 * ys));
-    const __m256 f = _mm256_cvtph_ps(h);
+    const __m256 f = _mm256_cvtph_ps(_mm_unpacklo_epi64(halves_4(x, xs), halves_4(y, ys)));
     return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
 }
 
