@@ -1,5 +1,7 @@
 /* kernels_avx2.c: AVX2 + FMA + F16C kernels (compiled with those flags only
- * here; used when cpuid reports them).
+ * here; used when cpuid reports them). kernels_avxvnni.c builds this file a
+ * second time with LL_AVXVNNI defined and -mavxvnni: the "avxvnni" ISA,
+ * which only changes the integer dot helpers (dot4_*, add_madd).
  *
  * Every kernel computes what its scalar twin in quants.c / quants_k.c
  * computes. The activation quantizers are bit-identical to the reference.
@@ -74,6 +76,47 @@ static inline __m256i mul_i8_i8(__m256i x, __m256i y) {
 /* 16 int16 -> 8 int32 pair sums */
 static inline __m256i widen_pairs(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
 
+/* The helpers below are where the AVX-VNNI build (LL_AVXVNNI, see
+ * kernels_avxvnni.c) differs: vpdpbusd multiplies unsigned by signed bytes
+ * and adds each 4 products into int32 in one instruction, where AVX2 needs
+ * maddubs then madd; vpdpwssd is madd and add in one. Both are exact (no
+ * saturation), so the two builds give the same integer sums. */
+
+/* unsigned bytes (<= 128) times signed bytes: 8 int32 sums of 4 products */
+static inline __m256i dot4_u8_i8(__m256i u, __m256i s) {
+#ifdef LL_AVXVNNI
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return widen_pairs(mul_u8_i8(u, s));
+#endif
+}
+
+/* signed bytes times signed bytes: 8 int32 sums of 4 products */
+static inline __m256i dot4_i8_i8(__m256i x, __m256i y) {
+    return dot4_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* (u - k) * y for unsigned u and k, as 8 int32 sums of 4 products: u * y - k * y
+ * costs two unsigned products and a subtraction, less than the sign trick.
+ * AVX2 subtracts the int16 pair sums (|u * y| <= 31 * 127 twice fits) before
+ * widening them once. */
+static inline __m256i dot4_offset(__m256i u, __m256i k, __m256i y) {
+#ifdef LL_AVXVNNI
+    return _mm256_sub_epi32(dot4_u8_i8(u, y), dot4_u8_i8(k, y));
+#else
+    return widen_pairs(_mm256_sub_epi16(mul_u8_i8(u, y), mul_u8_i8(k, y)));
+#endif
+}
+
+/* sum + (16 int16 scales) * (16 int16 pair sums), pairs added into 8 int32 */
+static inline __m256i add_madd(__m256i sum, __m256i scale, __m256i p16) {
+#ifdef LL_AVXVNNI
+    return _mm256_dpwssd_avx_epi32(sum, scale, p16);
+#else
+    return _mm256_add_epi32(sum, _mm256_madd_epi16(scale, p16));
+#endif
+}
+
 /* 16 bytes of packed nibbles -> 32 bytes: the low nibbles, then the high ones
  * (the legacy formats' element order) */
 static inline __m256i nibbles_32(const uint8_t *qs) {
@@ -118,7 +161,7 @@ static inline __m256i scale_word(__m256i s, int k) {
 
 /* sum + scale * (u * y) per int16 pair: one sub-block's scaled products */
 static inline __m256i add_scaled(__m256i sum, __m256i scale, __m256i u, const int8_t *y) {
-    return _mm256_add_epi32(sum, _mm256_madd_epi16(scale, mul_u8_i8(u, load256(y))));
+    return add_madd(sum, scale, mul_u8_i8(u, load256(y)));
 }
 
 /* [lo | lo] from the low 128 bits */
@@ -291,44 +334,30 @@ FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 
 /* ---- legacy formats against Q8_0 / Q8_1 --------------------------------------- */
 
-/* Each type's products of one block with 32 activation bytes, as 16 int16
- * sums of adjacent pairs (what maddubs gives). */
-static inline __m256i block_mul_q4_0(const block_q4_0 *x, const int8_t *yq) {
-    /* (q - 8) * y as q * y - 8 * y: two unsigned products, cheaper than the sign trick */
-    const __m256i y = load256(yq);
-    return _mm256_sub_epi16(mul_u8_i8(nibbles_32(x->qs), y), mul_u8_i8(_mm256_set1_epi8(8), y));
+/* Each type's integer dot of one block with 32 activation bytes, as 8 int32
+ * partial sums. */
+static inline __m256i block_dot_q4_0(const block_q4_0 *x, const int8_t *yq) {
+    return dot4_offset(nibbles_32(x->qs), _mm256_set1_epi8(8), load256(yq));
 }
 /* Q5_0 / Q5_1's unsigned 5-bit quants: nibble | bit k of qh << 4 */
 static inline __m256i q5_quants(const uint8_t *qs, const uint8_t *qh) {
     return _mm256_or_si256(nibbles_32(qs), _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10)));
 }
-
-static inline __m256i block_mul_q5_0(const block_q5_0 *x, const int8_t *yq) {
-    const __m256i y = load256(yq);
-    const __m256i q = q5_quants(x->qs, x->qh);
-    return _mm256_sub_epi16(mul_u8_i8(q, y), mul_u8_i8(_mm256_set1_epi8(16), y));
+static inline __m256i block_dot_q5_0(const block_q5_0 *x, const int8_t *yq) {
+    return dot4_offset(q5_quants(x->qs, x->qh), _mm256_set1_epi8(16), load256(yq));
 }
-static inline __m256i block_mul_q8_0(const block_q8_0 *x, const int8_t *yq) {
-    return mul_i8_i8(load256(x->qs), load256(yq));
+static inline __m256i block_dot_q8_0(const block_q8_0 *x, const int8_t *yq) {
+    return dot4_i8_i8(load256(x->qs), load256(yq));
 }
-static inline __m256i block_mul_iq4_nl(const block_iq4_nl *x, const int8_t *yq) {
+static inline __m256i block_dot_iq4_nl(const block_iq4_nl *x, const int8_t *yq) {
     const __m256i table = _mm256_broadcastsi128_si256(load128(ll_iq4nl_values));
-    return mul_i8_i8(_mm256_shuffle_epi8(table, nibbles_32(x->qs)), load256(yq));
+    return dot4_i8_i8(_mm256_shuffle_epi8(table, nibbles_32(x->qs)), load256(yq));
 }
-static inline __m256i block_mul_q4_1(const block_q4_1 *x, const int8_t *yq) {
-    return mul_u8_i8(nibbles_32(x->qs), load256(yq));
+static inline __m256i block_dot_q4_1(const block_q4_1 *x, const int8_t *yq) {
+    return dot4_u8_i8(nibbles_32(x->qs), load256(yq));
 }
-static inline __m256i block_mul_q5_1(const block_q5_1 *x, const int8_t *yq) {
-    return mul_u8_i8(q5_quants(x->qs, x->qh), load256(yq));
-}
-
-/* Two blocks' pair sums -> 8 int32 partial sums, block a in lanes 0,1,4,5 and
- * block b in lanes 2,3,6,7, so one conversion and one FMA serve both blocks.
- * Narrow: pair sums below 8192 in magnitude, whose int16 hadd cannot
- * overflow (4- and 5-bit weights); wide: any pair sums (8-bit weights). */
-static inline __m256i join_narrow(__m256i a, __m256i b) { return widen_pairs(_mm256_hadd_epi16(a, b)); }
-static inline __m256i join_wide(__m256i a, __m256i b) {
-    return _mm256_hadd_epi32(widen_pairs(a), widen_pairs(b));
+static inline __m256i block_dot_q5_1(const block_q5_1 *x, const int8_t *yq) {
+    return dot4_u8_i8(q5_quants(x->qs, x->qh), load256(yq));
 }
 
 static inline uint16_t half_at(const void *p) {
@@ -340,62 +369,72 @@ static inline uint16_t half_at(const void *p) {
 /* hx * hy for the float16 fields at x, y of 4 consecutive blocks (strides in
  * bytes): one F16C conversion instead of eight scalar ones, which otherwise
  * cost as much as a 32-element block's integer dot. */
-static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t *y, size_t ys) {
-    const __m128i h = _mm_setr_epi16((short)half_at(x), (short)half_at(x + xs), (short)half_at(x + 2 * xs),
-                                     (short)half_at(x + 3 * xs), (short)half_at(y), (short)half_at(y + ys),
-                                     (short)half_at(y + 2 * ys), (short)half_at(y + 3 * ys));
-    const __m256 f = _mm256_cvtph_ps(h);
-    return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+static inline __m128i dword_at(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return _mm_cvtsi32_si128((int)w);
 }
 
-/* [v[a], v[a], v[b], v[b], v[a], v[a], v[b], v[b]]: scales matching join_* */
-static inline __m256 pair_lanes(__m128 v, int a, int b) {
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_setr_epi32(a, a, b, b, a, a, b, b));
+/* the float16 fields at p and p + stride .. p + 3 * stride in words 0..3 */
+static inline __m128i halves_4(const uint8_t *p, size_t stride) {
+    const __m128i h01 = _mm_unpacklo_epi16(dword_at(p), dword_at(p + stride));
+    const __m128i h23 = _mm_unpacklo_epi16(dword_at(p + 2 * stride), dword_at(p + 3 * stride));
+    return _mm_unpacklo_epi32(h01, h23);
+}
+
+static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t *y, size_t ys) {
+    const __m256 f = _mm256_cvtph_ps(_mm_unpacklo_epi64(halves_4(x, xs), halves_4(y, ys)));
+    return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
 }
 
 /* Per block d_x * d_y * (integer dot), four blocks per step; Q8_1 pairs add
  * m_x * s_y, where s_y = d_y * sum(qy) was stored by the quantizer (m and s
- * sit at offset 2 of both blocks). */
-#define LEGACY_DOT(name, block_t, act_t, BLOCK_MUL, JOIN, HAS_MIN)                    \
+ * sit at offset 2 of both blocks). Each block's 8 int32 partial sums are
+ * converted and scaled on their own: a scale broadcast from memory is a load,
+ * no shuffle, which is cheaper than joining two blocks' sums with hadd
+ * (three uops, two of them on the one shuffle port) and permuting the scales
+ * to match. */
+#define LEGACY_DOT(name, block_t, act_t, BLOCK_DOT, HAS_MIN)                           \
     static void name(int64_t n, float *s, const void *vx, const void *vy) {          \
         const block_t *x = vx;                                                        \
         const act_t *y = vy;                                                          \
         const int64_t nb = n / 32;                                                    \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                \
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                   \
         __m128 mins = _mm_setzero_ps();                                               \
         int64_t b = 0;                                                                \
         for (; b + 4 <= nb; b += 4) {                                                 \
             prefetch_span(&x[b], 4 * sizeof *x);                                      \
-            const __m128 d = half_products_4((const uint8_t *)&x[b], sizeof *x,       \
-                                             (const uint8_t *)&y[b], sizeof *y);      \
+            float d[4];                                                               \
+            _mm_storeu_ps(d, half_products_4((const uint8_t *)&x[b], sizeof *x,       \
+                                             (const uint8_t *)&y[b], sizeof *y));     \
             if (HAS_MIN)                                                              \
                 mins = _mm_add_ps(mins, half_products_4((const uint8_t *)&x[b] + 2, sizeof *x, \
                                                         (const uint8_t *)&y[b] + 2, sizeof *y)); \
-            const __m256i p01 = JOIN(BLOCK_MUL(&x[b], y[b].qs), BLOCK_MUL(&x[b + 1], y[b + 1].qs)); \
-            const __m256i p23 = JOIN(BLOCK_MUL(&x[b + 2], y[b + 2].qs), BLOCK_MUL(&x[b + 3], y[b + 3].qs)); \
-            acc0 = _mm256_fmadd_ps(pair_lanes(d, 0, 1), _mm256_cvtepi32_ps(p01), acc0);  \
-            acc1 = _mm256_fmadd_ps(pair_lanes(d, 2, 3), _mm256_cvtepi32_ps(p23), acc1);  \
+            for (int k = 0; k < 4; k++) {                                             \
+                const __m256 p = _mm256_cvtepi32_ps(BLOCK_DOT(&x[b + k], y[b + k].qs)); \
+                acc[k & 1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k & 1]); \
+            }                                                                         \
         }                                                                             \
         float tail = 0.0f;                                                            \
         for (; b < nb; b++) {                                                         \
             const uint8_t *xb = (const uint8_t *)&x[b], *yb = (const uint8_t *)&y[b]; \
             const float d = h2f(half_at(xb)) * h2f(half_at(yb));                      \
-            const __m256i p = widen_pairs(BLOCK_MUL(&x[b], y[b].qs));                 \
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc0);   \
+            const __m256 p = _mm256_cvtepi32_ps(BLOCK_DOT(&x[b], y[b].qs));           \
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc[0]);                   \
             if (HAS_MIN) tail += h2f(half_at(xb + 2)) * h2f(half_at(yb + 2));         \
         }                                                                             \
-        *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + (hsum_ps128(mins) + tail);          \
+        *s = hsum_ps(_mm256_add_ps(acc[0], acc[1])) + (hsum_ps128(mins) + tail);      \
     }
 
 static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2,
               "the Q8_1 dots read m and s at offset 2");
 
-LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_mul_q4_0, join_narrow, 0)
-LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_mul_q5_0, join_narrow, 0)
-LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_mul_q8_0, join_wide, 0)
-LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_mul_iq4_nl, join_wide, 0)
-LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_mul_q4_1, join_narrow, 1)
-LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_mul_q5_1, join_narrow, 1)
+LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_dot_q4_0, 0)
+LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_dot_q5_0, 0)
+LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_dot_q8_0, 0)
+LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_dot_iq4_nl, 0)
+LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_dot_q4_1, 1)
+LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_dot_q5_1, 1)
 #undef LEGACY_DOT
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
@@ -636,8 +675,8 @@ static void dot_iq4_xs(int64_t n, float *s, const void *vx, const void *vy) {
             const __m256i w1 = _mm256_shuffle_epi8(table, nibbles_32(x[i].qs + 16 * j + 16));
             const int8_t *q8 = y[i].qs + 32 * j;
             const __m256i p0 = mul_i8_i8(w0, load256(q8)), p1 = mul_i8_i8(w1, load256(q8 + 32));
-            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(scale_word(sc, j), p0));
-            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(scale_word(sc, j + 1), p1));
+            sum0 = add_madd(sum0, scale_word(sc, j), p0);
+            sum1 = add_madd(sum1, scale_word(sc, j + 1), p1);
         }
         const __m256 sumf = _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), sumf, acc);
@@ -751,7 +790,11 @@ static void to_float_q6_K(const void *vx, float *y, int64_t n) {
 
 /* ---- the table ---------------------------------------------------------------------- */
 
+#ifdef LL_AVXVNNI
+void ll_kernels_fill_avxvnni(ll_kernels *k) {
+#else
 void ll_kernels_fill_avx2(ll_kernels *k) {
+#endif
     k->quantize_act[LL_TYPE_Q8_0] = quantize_q8_0;
     k->quantize_act[LL_TYPE_Q8_1] = quantize_q8_1;
     k->quantize_act[LL_TYPE_Q8_K] = quantize_q8_K;

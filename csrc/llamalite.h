@@ -67,7 +67,8 @@ int ll_quantize(int type, const float *src, int64_t n, void *dst, size_t dst_byt
 
 /* ---- kernels and ISA -------------------------------------------------------- */
 
-/* "scalar", "avx2" or "neon". ll_isa_available() is 1 when this CPU and build can run it. */
+/* "scalar", "avx2", "avxvnni" or "neon". ll_isa_available() is 1 when this CPU and build
+ * can run it. */
 int ll_isa_available(const char *isa);
 int ll_set_isa(const char *isa);
 const char *ll_get_isa(void);

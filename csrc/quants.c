@@ -143,17 +143,39 @@ static uint8_t truncated_level(float v, int max) {
     return v >= (float)max ? (uint8_t)max : (uint8_t)(int)v;
 }
 
+/* The symmetric formats (Q4_0, Q5_0): levels 0..2h-1 stand for d * (q - h),
+ * and the value of largest magnitude maps to -h. Returns d. */
+static float symmetric_levels(const float *v, int h, uint8_t q[32]) {
+    const float d = ll_signed_absmax(v, 32) / (float)-h;
+    const float id = d ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) q[j] = truncated_level(v[j] * id + ((float)h + 0.5f), 2 * h - 1);
+    return d;
+}
+
+/* The affine formats (Q4_1, Q5_1): levels 0..nmax stand for d * q + min. Returns d. */
+static float affine_levels(const float *v, int nmax, uint8_t q[32], float *min) {
+    float max;
+    min_max(v, 32, min, &max);
+    const float d = (max - *min) / (float)nmax;
+    const float id = d ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) q[j] = truncated_level((v[j] - *min) * id + 0.5f, nmax);
+    return d;
+}
+
+/* sum((q - offset) * y) over a 32-block: the integer part of every legacy dot */
+static int level_dot(const uint8_t q[32], int offset, const int8_t *y) {
+    int isum = 0;
+    for (int j = 0; j < 32; j++) isum += (q[j] - offset) * y[j];
+    return isum;
+}
+
 /* ---- Q4_0: q in 0..15, x = d * (q - 8) ------------------------------------- */
 
 void ll_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
     block_q4_0 *y = vy;
     for (int64_t b = 0; b < n / QK4_0; b++) {
-        const float *v = x + b * QK4_0;
-        const float d = ll_signed_absmax(v, QK4_0) / -8;
-        const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK4_0];
-        for (int j = 0; j < QK4_0; j++) q[j] = truncated_level(v[j] * id + 8.5f, 15);
-        y[b].d = ll_f32_to_half(d);
+        y[b].d = ll_f32_to_half(symmetric_levels(x + b * QK4_0, 8, q));
         pack_nibbles(q, y[b].qs);
     }
 }
@@ -175,8 +197,7 @@ void ll_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     for (int64_t b = 0; b < n / QK4_0; b++) {
         uint8_t q[QK4_0];
         unpack_nibbles(x[b].qs, q);
-        int isum = 0;
-        for (int j = 0; j < QK4_0; j++) isum += (q[j] - 8) * y[b].qs[j];
+        const int isum = level_dot(q, 8, y[b].qs);
         sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum;
     }
     *s = sum;
@@ -187,14 +208,9 @@ void ll_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
 void ll_quantize_row_q4_1_ref(const float *x, void *vy, int64_t n) {
     block_q4_1 *y = vy;
     for (int64_t b = 0; b < n / QK4_1; b++) {
-        const float *v = x + b * QK4_1;
-        float min, max;
-        min_max(v, QK4_1, &min, &max);
-        const float d = (max - min) / 15;
-        const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK4_1];
-        for (int j = 0; j < QK4_1; j++) q[j] = truncated_level((v[j] - min) * id + 0.5f, 15);
-        y[b].d = ll_f32_to_half(d);
+        float min;
+        y[b].d = ll_f32_to_half(affine_levels(x + b * QK4_1, 15, q, &min));
         y[b].m = ll_f32_to_half(min);
         pack_nibbles(q, y[b].qs);
     }
@@ -219,8 +235,7 @@ void ll_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
     for (int64_t b = 0; b < n / QK4_1; b++) {
         uint8_t q[QK4_1];
         unpack_nibbles(x[b].qs, q);
-        int isum = 0;
-        for (int j = 0; j < QK4_1; j++) isum += q[j] * y[b].qs[j];
+        const int isum = level_dot(q, 0, y[b].qs);
         sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum +
                ll_half_to_f32(x[b].m) * ll_half_to_f32(y[b].s);
     }
@@ -232,12 +247,8 @@ void ll_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
 void ll_quantize_row_q5_0_ref(const float *x, void *vy, int64_t n) {
     block_q5_0 *y = vy;
     for (int64_t b = 0; b < n / QK5_0; b++) {
-        const float *v = x + b * QK5_0;
-        const float d = ll_signed_absmax(v, QK5_0) / -16;
-        const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK5_0];
-        for (int j = 0; j < QK5_0; j++) q[j] = truncated_level(v[j] * id + 16.5f, 31);
-        y[b].d = ll_f32_to_half(d);
+        y[b].d = ll_f32_to_half(symmetric_levels(x + b * QK5_0, 16, q));
         pack_5bit(q, y[b].qs, y[b].qh);
     }
 }
@@ -259,8 +270,7 @@ void ll_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     for (int64_t b = 0; b < n / QK5_0; b++) {
         uint8_t q[QK5_0];
         unpack_5bit(x[b].qs, x[b].qh, q);
-        int isum = 0;
-        for (int j = 0; j < QK5_0; j++) isum += (q[j] - 16) * y[b].qs[j];
+        const int isum = level_dot(q, 16, y[b].qs);
         sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum;
     }
     *s = sum;
@@ -271,14 +281,9 @@ void ll_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
 void ll_quantize_row_q5_1_ref(const float *x, void *vy, int64_t n) {
     block_q5_1 *y = vy;
     for (int64_t b = 0; b < n / QK5_1; b++) {
-        const float *v = x + b * QK5_1;
-        float min, max;
-        min_max(v, QK5_1, &min, &max);
-        const float d = (max - min) / 31;
-        const float id = d ? 1.0f / d : 0.0f;
         uint8_t q[QK5_1];
-        for (int j = 0; j < QK5_1; j++) q[j] = truncated_level((v[j] - min) * id + 0.5f, 31);
-        y[b].d = ll_f32_to_half(d);
+        float min;
+        y[b].d = ll_f32_to_half(affine_levels(x + b * QK5_1, 31, q, &min));
         y[b].m = ll_f32_to_half(min);
         pack_5bit(q, y[b].qs, y[b].qh);
     }
@@ -301,8 +306,7 @@ void ll_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
     for (int64_t b = 0; b < n / QK5_1; b++) {
         uint8_t q[QK5_1];
         unpack_5bit(x[b].qs, x[b].qh, q);
-        int isum = 0;
-        for (int j = 0; j < QK5_1; j++) isum += q[j] * y[b].qs[j];
+        const int isum = level_dot(q, 0, y[b].qs);
         sum += ll_half_to_f32(x[b].d) * ll_half_to_f32(y[b].d) * (float)isum +
                ll_half_to_f32(x[b].m) * ll_half_to_f32(y[b].s);
     }

@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define LL_X86 1
+#include <cpuid.h>
 #endif
 #if defined(__aarch64__)
 #define LL_ARM64 1
@@ -149,7 +150,7 @@ int ll_vec_dot(int wtype, int64_t n, const void *w, size_t w_bytes,
 
 /* ---- ISA selection ----------------------------------------------------------- */
 
-static ll_kernels k_scalar, k_avx2, k_neon;
+static ll_kernels k_scalar, k_avx2, k_avxvnni, k_neon;
 const ll_kernels *ll_active = &k_scalar;
 
 static void fill_scalar(ll_kernels *k, const char *name) {
@@ -177,6 +178,19 @@ static int cpu_has_avx2(void) {
 #endif
 }
 
+/* AVX-VNNI (the VEX-encoded vpdpbusd / vpdpwssd) is CPUID leaf 7, subleaf
+ * 1, EAX bit 4; it uses the same YMM state AVX2 does. Read directly because
+ * not every compiler's __builtin_cpu_supports knows its name. */
+static int cpu_has_avxvnni(void) {
+#ifdef LL_X86
+    unsigned eax, ebx, ecx, edx;
+    if (!cpu_has_avx2() || !__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return 0;
+    return (eax >> 4) & 1;
+#else
+    return 0;
+#endif
+}
+
 static int cpu_has_neon(void) {
 #ifdef LL_ARM64
     return 1; /* Advanced SIMD is mandatory on arm64 */
@@ -193,6 +207,8 @@ static void init_kernels(void) {
 #ifdef LL_X86
     fill_scalar(&k_avx2, "avx2");
     ll_kernels_fill_avx2(&k_avx2);
+    fill_scalar(&k_avxvnni, "avxvnni");
+    ll_kernels_fill_avxvnni(&k_avxvnni);
 #endif
 #ifdef LL_ARM64
     fill_scalar(&k_neon, "neon");
@@ -205,6 +221,7 @@ int ll_isa_available(const char *isa) {
     if (!isa) return 0;
     if (strcmp(isa, "scalar") == 0) return 1;
     if (strcmp(isa, "avx2") == 0) return cpu_has_avx2();
+    if (strcmp(isa, "avxvnni") == 0) return cpu_has_avxvnni();
     if (strcmp(isa, "neon") == 0) return cpu_has_neon();
     return 0;
 }
@@ -213,14 +230,20 @@ int ll_set_isa(const char *isa) {
     init_kernels();
     if (!isa || !*isa) {
         /* best available */
-        ll_active = cpu_has_avx2() ? &k_avx2 : cpu_has_neon() ? &k_neon : &k_scalar;
+        ll_active = cpu_has_avxvnni() ? &k_avxvnni
+                    : cpu_has_avx2()  ? &k_avx2
+                    : cpu_has_neon()  ? &k_neon
+                                      : &k_scalar;
         return LL_OK;
     }
-    if (strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "neon"))
-        return ll_error(LL_ERR_ARG, "unknown ISA '%.32s' (expected scalar, avx2 or neon)", isa);
+    if (strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "avxvnni") && strcmp(isa, "neon"))
+        return ll_error(LL_ERR_ARG, "unknown ISA '%.32s' (expected scalar, avx2, avxvnni or neon)", isa);
     if (!ll_isa_available(isa))
         return ll_error(LL_ERR_UNSUPPORTED, "ISA '%s' is not available on this CPU or build", isa);
-    ll_active = strcmp(isa, "avx2") == 0 ? &k_avx2 : strcmp(isa, "neon") == 0 ? &k_neon : &k_scalar;
+    ll_active = strcmp(isa, "avx2") == 0      ? &k_avx2
+                : strcmp(isa, "avxvnni") == 0 ? &k_avxvnni
+                : strcmp(isa, "neon") == 0    ? &k_neon
+                                              : &k_scalar;
     return LL_OK;
 }
 

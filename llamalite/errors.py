@@ -22,3 +22,9 @@ class UnsupportedModelError(LlamaliteError, NotImplementedError):
 
 class ContextOverflowError(LlamaliteError, ValueError):
     """A prompt plus the tokens asked for do not fit the context window."""
+
+
+class ChatTemplateError(LlamaliteError, ValueError):
+    """A chat template does not compile, raised (raise_exception), ran past
+    its time or size budget, or reached for what the sandbox forbids; the
+    message says which."""
