@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import models
+from . import chat, models
 from .errors import ContextOverflowError, LlamaliteError, UnsupportedModelError
 from .gguf import GGUFReader, GGUFValueType
 from .model import Model
@@ -210,8 +210,9 @@ class Llama:
         self.last_n_tokens_size = last_n_tokens_size
         self._seed = LLAMA_DEFAULT_SEED if seed in (None, -1) else seed
         self._n_vocab = self._tokenizer.n_vocab
-        self.chat_format = chat_format
+        self.chat_format = chat_format or chat.guess_chat_format(self.metadata)
         self.chat_handler = chat_handler
+        self._chat_formatters: Dict[str, Any] = {}
         self.draft_model = None
         self.cache = None
 
@@ -647,6 +648,93 @@ class Llama:
         print(f"llamalite: prompt eval {rate(t.prompt_s, t.prompt_tokens)}; "
               f"eval {rate(t.eval_s, t.eval_tokens)}; sampling {t.samples} tokens in "
               f"{t.sample_s * 1000:.1f} ms", file=sys.stderr)
+
+    # -- chat ----------------------------------------------------------------
+
+    def create_chat_completion(
+        self,
+        messages: List[Dict[str, Any]],
+        functions: Optional[List[Dict[str, Any]]] = None,
+        function_call: Optional[Any] = None,
+        tools: Optional[List[Dict[str, Any]]] = None,
+        tool_choice: Optional[Any] = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stream: bool = False,
+        stop: Optional[Union[str, List[str]]] = [],
+        seed: Optional[int] = None,
+        response_format: Optional[Dict[str, Any]] = None,
+        max_tokens: Optional[int] = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: Optional[str] = None,
+        logits_processor: Optional[LogitsProcessorList] = None,
+        grammar: Optional[Any] = None,
+        logit_bias: Optional[Dict[int, float]] = None,
+        logprobs: Optional[bool] = None,
+        top_logprobs: Optional[int] = None,
+    ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """Answer a conversation (OpenAI-shaped `messages`): a `chat.completion`
+        dict, or with stream=True `chat.completion.chunk`s (a role delta, then
+        content deltas). The prompt is the model's own chat template (or
+        `chat_format`, or the `chat_handler` given to Llama), rendered in a
+        sandbox; the format's stop strings join `stop`; max_tokens None means
+        up to the context. Function calling (tools, functions, tool_choice,
+        function_call) and JSON response formats are not implemented yet and
+        raise UnsupportedModelError."""
+        if self.chat_handler is not None:
+            return self.chat_handler(
+                llama=self, messages=messages, functions=functions,
+                function_call=function_call, tools=tools, tool_choice=tool_choice,
+                temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                typical_p=typical_p, logprobs=logprobs, top_logprobs=top_logprobs,
+                stream=stream, stop=stop, seed=seed, response_format=response_format,
+                max_tokens=max_tokens, presence_penalty=presence_penalty,
+                frequency_penalty=frequency_penalty, repeat_penalty=repeat_penalty,
+                tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor,
+                grammar=grammar, logit_bias=logit_bias)
+        for name, value in (("tools", tools), ("functions", functions),
+                            ("tool_choice", tool_choice), ("function_call", function_call)):
+            if value is not None:
+                raise UnsupportedModelError(f"create_chat_completion({name}=...): function "
+                                            "calling is not implemented yet")
+        if response_format is not None and response_format.get("type") != "text":
+            raise UnsupportedModelError(f"response_format {response_format.get('type')!r}: only "
+                                        "'text' is implemented yet (JSON needs grammars)")
+        formatted = self._chat_formatter()(messages)
+        prompt = self.tokenize(formatted.prompt.encode("utf-8"),
+                               add_bos=not formatted.added_special, special=True)
+        stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+        completion = self.create_completion(
+            prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+            typical_p=typical_p, logprobs=top_logprobs if logprobs else None,
+            stop=stops + formatted.stop, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
+            stream=stream, seed=seed, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
+            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, model=model,
+            logits_processor=logits_processor, grammar=grammar, logit_bias=logit_bias)
+        if stream:
+            return chat.completion_chunks_to_chat(completion)
+        return chat.completion_to_chat(completion)
+
+    def _chat_formatter(self):
+        """The formatter of chat_format (compiled once per format)."""
+        name = self.chat_format
+        if name not in self._chat_formatters:
+            tok = self._tokenizer
+            bos, eos = (tok.token_text(t) if t != NO_TOKEN else "" for t in (tok.bos_id, tok.eos_id))
+            self._chat_formatters[name] = chat.chat_formatter(name, self.metadata,
+                                                              bos_token=bos, eos_token=eos)
+        return self._chat_formatters[name]
 
     # -- embeddings ----------------------------------------------------------
 
