@@ -7,10 +7,11 @@ and sampler, so code written for `llama_cpp.Llama` runs by changing the import.
 
 Names, parameters, defaults and the returned dicts are llama-cpp-python
 0.3.36's. Generation is small named steps: `_prefill` evaluates what the KV
-cache does not hold yet, `_sample` picks a token from the last logits,
-`_decode_one` evaluates it; `generate` strings them into a generator of
-token ids. Completions stream text pieces (`_completion_pieces`); a
-non-streaming completion joins that same stream.
+cache does not hold yet of the prompt, `_sample` picks a token from the last
+logits, `_decode_one` evaluates it; `generate` strings them into a generator
+of token ids. A completion is a stream of text pieces (`_CompletionRun.pieces`,
+which holds back whatever could begin a stop string): streaming wraps each
+piece in a chunk, a non-streaming completion joins them.
 
 Where llamalite departs from llama-cpp-python on purpose, the docstrings say
 so (echo with logprobs scores each token by the logits before it; seed -1
@@ -48,7 +49,6 @@ LLAMA_POOLING_TYPE_MEAN = 1
 LLAMA_POOLING_TYPE_CLS = 2
 LLAMA_POOLING_TYPE_LAST = 3
 LLAMA_POOLING_TYPE_RANK = 4
-_POOLING_NAMES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 # ggml type ids llama-cpp-python's type_k / type_v take, for the KV cache types we keep
 _KV_TYPE_IDS = {0: "F32", 1: "F16"}
@@ -94,7 +94,6 @@ class Llama:
         self,
         model_path: str,
         *,
-        # accepted and ignored: they place work on GPUs (llamalite runs on the CPU)
         n_gpu_layers: int = 0,
         split_mode: int = 1,
         main_gpu: int = 0,
@@ -504,17 +503,21 @@ class Llama:
         sampler = self._sampler(temp, top_k, top_p, min_p, typical_p, repeat_penalty,
                                 frequency_penalty, presence_penalty, mirostat_mode,
                                 mirostat_tau, mirostat_eta, logits_processor, logit_bias)
-        pending = self._prefill_plan(list(tokens), reset)
-        if pending:
-            self._timed_eval(pending, prompt=True)
-        elif self._logits is None:
-            raise ValueError("no prompt tokens to evaluate and nothing evaluated before")
+        self._prefill(list(tokens), reset)
         while True:
             token = self._sample(sampler)
             if stopping_criteria is not None and stopping_criteria(self._input_ids, self._logits):
                 return
             more = yield token
             self._decode_one([token, *(more or ())])
+
+    def _prefill(self, tokens: List[int], reset: bool) -> None:
+        """Evaluate the prompt `tokens`, or what of it the KV cache lacks."""
+        pending = self._prefill_plan(tokens, reset)
+        if pending:
+            self._timed_eval(pending, prompt=True)
+        elif self._logits is None:
+            raise ValueError("no prompt tokens to evaluate and nothing evaluated before")
 
     def _prefill_plan(self, tokens: List[int], reset: bool) -> List[int]:
         """Which of the prompt `tokens` still need evaluating. With reset, keep
@@ -731,7 +734,8 @@ class Llama:
         name = self.chat_format
         if name not in self._chat_formatters:
             tok = self._tokenizer
-            bos, eos = (tok.token_text(t) if t != NO_TOKEN else "" for t in (tok.bos_id, tok.eos_id))
+            bos, eos = (tok.token_text(t) if t != NO_TOKEN else ""
+                        for t in (tok.bos_id, tok.eos_id))
             self._chat_formatters[name] = chat.chat_formatter(name, self.metadata,
                                                               bos_token=bos, eos_token=eos)
         return self._chat_formatters[name]
@@ -863,7 +867,8 @@ class _CompletionRun:
         self.created = int(time.time())
         self.model = model if model is not None else llm._model_name
         self.echo, self.n_logprobs = echo, logprobs
-        self.stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        self.stops = [s for s in stops if s]   # an empty stop string would end at once
         self.stopping_criteria = stopping_criteria
         self.sampling = sampling
         self.prompt_text, self.prompt_tokens, self.suffix_text = self._prompt(prompt, suffix)

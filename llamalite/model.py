@@ -385,9 +385,10 @@ class Model:
         with self._lock:
             for start in range(0, len(ids), self.n_batch):
                 chunk, dest = ids[start:start + self.n_batch], out[start:start + self.n_batch]
-                check(lib.ll_forward_hidden(ctx, pool, ffi.cast("int32_t *", ffi.from_buffer(chunk)),
-                                            len(chunk), pos + start,
-                                            ffi.cast("float *", ffi.from_buffer(dest)), dest.nbytes))
+                tokens = ffi.cast("int32_t *", ffi.from_buffer(chunk))
+                hidden = ffi.cast("float *", ffi.from_buffer(dest))
+                check(lib.ll_forward_hidden(ctx, pool, tokens, len(chunk), pos + start, hidden,
+                                            dest.nbytes))
         return out
 
     def save_cache(self, n_pos: int | None = None) -> bytes:

@@ -336,6 +336,20 @@ def test_stop_strings_as_llama_cpp_python_and_never_streamed(smollm, stop):
     assert chunks[-1]["choices"][0]["finish_reason"] == want["stream_finish"]
 
 
+def test_empty_stop_strings_are_ignored(smollm):
+    plain = text_of(smollm(ALPHABET, max_tokens=4, temperature=0))
+    assert text_of(smollm(ALPHABET, max_tokens=4, temperature=0, stop="")) == plain
+    assert text_of(smollm(ALPHABET, max_tokens=8, temperature=0, stop=["", ", I"])) == " G, H"
+
+
+def test_streamed_logprobs_join_to_the_non_streamed_ones(smollm):
+    whole = smollm(ALPHABET, max_tokens=5, temperature=0, logprobs=1)["choices"][0]["logprobs"]
+    chunks = list(smollm(ALPHABET, max_tokens=5, temperature=0, logprobs=1, stream=True))
+    parts = [c["choices"][0]["logprobs"] for c in chunks[:-1]]
+    for key in whole:
+        assert sum((p[key] for p in parts), []) == whole[key]
+
+
 def test_text_held_back_for_a_stop_string_is_released_when_it_is_not_one(smollm):
     # ", " could begin ", Q": each comma waits for the next token, then goes out
     plain = smollm(ALPHABET, max_tokens=8, temperature=0)
@@ -424,11 +438,34 @@ def test_a_shared_prefix_is_not_evaluated_again(smollm2_path):
         assert text_of(fresh(second, max_tokens=6, temperature=0)) == text_of(got)
 
 
+def test_low_level_eval_sample_and_scores(smollm2_path):
+    with new_llama(smollm2_path, n_ctx=64, logits_all=True) as llm:
+        ids = llm.tokenize(ALPHABET.encode())
+        llm.eval(ids[:5])
+        llm.eval(ids[5:])
+        assert llm.n_tokens == len(ids) and llm.input_ids[:len(ids)].tolist() == ids
+        assert llm.scores.shape == (64, llm.n_vocab())
+        assert llm._scores.shape == (len(ids), llm.n_vocab())
+        token = llm.sample(temp=0)
+        assert token == int(np.argmax(llm.scores[len(ids) - 1]))
+        assert llm.detokenize([token]) == b" G"
+        assert next(llm.generate(ids, temp=0)) == token   # the cache already holds the prompt
+        llm.reset()
+        assert llm.n_tokens == 0
+        with pytest.raises(ValueError, match="eval"):
+            llm.sample()
+
+
 def test_seeds_reproduce_and_differ(smollm):
     def sample(**kw):
         return text_of(smollm("Once upon a time", max_tokens=24, temperature=1.0, **kw))
     assert sample(seed=7) == sample(seed=7)
     assert sample(seed=7) != sample(seed=8)
+    for mirostat_mode in (1, 2):
+        assert sample(seed=3, mirostat_mode=mirostat_mode) == sample(seed=3,
+                                                                  mirostat_mode=mirostat_mode)
+    assert sample(seed=3, repeat_penalty=1.3, presence_penalty=0.5) == sample(
+        seed=3, repeat_penalty=1.3, presence_penalty=0.5)
     smollm.set_seed(42)
     run = [sample(), sample()]
     smollm.set_seed(42)
