@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import chat, models
-from .errors import ContextOverflowError, LlamaliteError, UnsupportedModelError
+from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
+                     UnsupportedModelError)
 from .gguf import GGUFReader, GGUFValueType
 from .model import Model
 from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessorList, Sampler, SamplingParams,
@@ -180,6 +181,9 @@ class Llama:
 
         started = time.perf_counter()
         self._model_name = os.fspath(model_path)
+        if not Path(model_path).is_file() and self._model_name not in models.CATALOG:
+            raise InvalidArgumentError(f"Model path does not exist: {self._model_name} (nor is "
+                                       f"it a catalogue model: {', '.join(models.CATALOG)})")
         path = models.resolve(model_path)
         self.model_path = str(path)
         self._reader = reader = GGUFReader(path)

@@ -154,6 +154,11 @@ def test_a_catalogue_name_is_a_model_path(smollm2_path):
     llm.close()
 
 
+def test_a_missing_model_is_a_value_error_as_in_llama_cpp_python(tmp_path):
+    with pytest.raises(ValueError, match="Model path does not exist"):
+        Llama(str(tmp_path / "missing.gguf"), verbose=False)
+
+
 def test_vocab_only_tokenizes_but_cannot_evaluate(smollm2_path, smollm):
     llm = new_llama(smollm2_path, vocab_only=True, n_ctx=0)
     assert llm._model is None            # no weights bound, no KV cache
