@@ -592,8 +592,10 @@ class Llama:
         (finish_reason "stop"; the stop string is not part of the text, and a
         stream never shows any part of it) or after max_tokens tokens
         ("length"; None or <= 0: up to the context). A prompt that fills the
-        context raises ContextOverflowError; max_tokens is cut to what fits,
-        as in llama-cpp-python. A prompt sharing a prefix with what was
+        context, or a prompt plus max_tokens beyond it, raises
+        ContextOverflowError naming the numbers (llama-cpp-python silently
+        cuts max_tokens instead: a completion shorter than asked for, with no
+        word of why, is the surprise we avoid). A prompt sharing a prefix with what was
         evaluated before re-evaluates only the rest.
 
         logprobs=n adds each token's log-probability and the n best
@@ -877,11 +879,16 @@ class _CompletionRun:
         self.sampling = sampling
         self.prompt_text, self.prompt_tokens, self.suffix_text = self._prompt(prompt, suffix)
         n_ctx = llm.n_ctx()
-        if len(self.prompt_tokens) >= n_ctx:
-            raise ContextOverflowError(f"Requested tokens ({len(self.prompt_tokens)}) exceed "
+        n_prompt = len(self.prompt_tokens)
+        if n_prompt >= n_ctx:
+            raise ContextOverflowError(f"Requested tokens ({n_prompt}) exceed "
                                        f"context window of {n_ctx}")
-        room = n_ctx - len(self.prompt_tokens)
-        self.max_tokens = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
+        room = n_ctx - n_prompt
+        if max_tokens is not None and max_tokens > room:
+            raise ContextOverflowError(
+                f"Requested tokens ({n_prompt}) + max_tokens ({max_tokens}) = "
+                f"{n_prompt + max_tokens} exceed context window of {n_ctx}")
+        self.max_tokens = room if max_tokens is None or max_tokens <= 0 else max_tokens
         llm.set_seed(_next_seed(llm._seed) if seed is None else seed)
         self.completion_tokens: List[int] = []
         self.finish_reason = "length"

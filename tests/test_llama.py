@@ -399,7 +399,7 @@ def test_stopping_criteria_and_logits_processor_hooks(smollm):
     assert seen == [n_prompt, n_prompt + 1, n_prompt + 2, n_prompt + 3]
 
 
-def test_prompt_filling_the_context_raises_and_max_tokens_is_cut(smollm2_path):
+def test_prompt_and_max_tokens_beyond_the_context_raise(smollm2_path):
     with new_llama(smollm2_path, n_ctx=32) as llm:
         prompt = " ".join(["word"] * 40)
         with pytest.raises(ContextOverflowError, match=r"Requested tokens \(40\) exceed "
@@ -409,7 +409,12 @@ def test_prompt_filling_the_context_raises_and_max_tokens_is_cut(smollm2_path):
         with pytest.raises(ContextOverflowError):
             llm(prompt, max_tokens=4, stream=True)
         short = " ".join(["word"] * 20)
-        for max_tokens in (100, None, 0, -1):
+        with pytest.raises(ContextOverflowError, match=r"Requested tokens \(20\) \+ max_tokens "
+                                                       r"\(13\) = 33 exceed context window of 32"):
+            llm(short, max_tokens=13)
+        with pytest.raises(ContextOverflowError, match=r"max_tokens \(100\)"):
+            next(llm(short, max_tokens=100, stream=True))
+        for max_tokens in (12, None, 0, -1):
             got = llm(short, max_tokens=max_tokens, temperature=0,
                       logit_bias=ban(llm, llm._tokenizer.eog_ids))
             assert got["usage"] == {"prompt_tokens": 20, "completion_tokens": 12,
