@@ -1,7 +1,10 @@
 /* kernels_avx2.c: AVX2 + FMA + F16C kernels (compiled with those flags only
  * here; used when cpuid reports them). kernels_avxvnni.c builds this file a
  * second time with LL_AVXVNNI defined and -mavxvnni: the "avxvnni" ISA,
- * which only changes the integer dot helpers (dot4_*, add_madd).
+ * which only changes the integer dot helpers (dot4_*, add_madd) and the
+ * nibble split (nibbles_x16_32). kernels_avx512.c builds it a third time with
+ * LL_AVX512 too (the same VNNI dots in their EVEX encoding) under its own
+ * 512-bit kernels.
  *
  * Every kernel computes what its scalar twin in quants.c / quants_k.c
  * computes. The activation quantizers are bit-identical to the reference.
@@ -82,10 +85,22 @@ static inline __m256i widen_pairs(__m256i p16) { return _mm256_madd_epi16(p16, _
  * maddubs then madd; vpdpwssd is madd and add in one. Both are exact (no
  * saturation), so the two builds give the same integer sums. */
 
-/* unsigned bytes (<= 128) times signed bytes: 8 int32 sums of 4 products */
+/* AVX512-VNNI's EVEX forms of the same instructions: CPUs with AVX-512 but
+ * without AVX-VNNI (Ice Lake, Cascade Lake) have only these. */
+#if defined(LL_AVX512)
+#define dpbusd256 _mm256_dpbusd_epi32
+#define dpwssd256 _mm256_dpwssd_epi32
+#elif defined(LL_AVXVNNI)
+#define dpbusd256 _mm256_dpbusd_avx_epi32
+#define dpwssd256 _mm256_dpwssd_avx_epi32
+#endif
+
+/* unsigned bytes times signed bytes: 8 int32 sums of 4 products. The AVX2
+ * build's maddubs saturates its int16 pair sums, so there u <= 128;
+ * vpdpbusd takes any unsigned byte. */
 static inline __m256i dot4_u8_i8(__m256i u, __m256i s) {
 #ifdef LL_AVXVNNI
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+    return dpbusd256(_mm256_setzero_si256(), u, s);
 #else
     return widen_pairs(mul_u8_i8(u, s));
 #endif
@@ -111,7 +126,7 @@ static inline __m256i dot4_offset(__m256i u, __m256i k, __m256i y) {
 /* sum + (16 int16 scales) * (16 int16 pair sums), pairs added into 8 int32 */
 static inline __m256i add_madd(__m256i sum, __m256i scale, __m256i p16) {
 #ifdef LL_AVXVNNI
-    return _mm256_dpwssd_avx_epi32(sum, scale, p16);
+    return dpwssd256(sum, scale, p16);
 #else
     return _mm256_add_epi32(sum, _mm256_madd_epi16(scale, p16));
 #endif
@@ -123,6 +138,29 @@ static inline __m256i nibbles_32(const uint8_t *qs) {
     /* a broadcast load and a per-lane shift keep this off the shuffle port */
     const __m256i both = _mm256_broadcastsi128_si256(load128(qs));
     return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+}
+
+/* The VNNI builds skip the shift: low nibbles, then the high nibbles left in
+ * place (16 * h). vpdpbusd takes unsigned bytes up to 255 without saturating,
+ * so the upper 128-bit lane's int32 sums come out exactly 16 times too large;
+ * the dot scales them back once per row (scale_hi_lane), which is exact
+ * because a power of two commutes with float rounding. One AND per block
+ * instead of a shift and an AND. */
+#ifdef LL_AVXVNNI
+static inline __m256i nibbles_x16_32(const uint8_t *qs) {
+    const __m256i mask = _mm256_setr_m128i(_mm_set1_epi8(0x0f), _mm_set1_epi8((char)0xf0));
+    return _mm256_and_si256(_mm256_broadcastsi128_si256(load128(qs)), mask);
+}
+#define HI_LANE_SCALE 16
+#else
+static inline __m256i nibbles_x16_32(const uint8_t *qs) { return nibbles_32(qs); }
+#define HI_LANE_SCALE 1
+#endif
+
+/* undo nibbles_x16_32's factor on the upper lane of a float accumulator */
+static inline __m256 scale_hi_lane(__m256 acc) {
+    return _mm256_mul_ps(acc, _mm256_setr_ps(1, 1, 1, 1, 1.0f / HI_LANE_SCALE, 1.0f / HI_LANE_SCALE,
+                                             1.0f / HI_LANE_SCALE, 1.0f / HI_LANE_SCALE));
 }
 
 /* 32 bits -> 32 bytes, 0xff where bit k of the little-endian word is set */
@@ -337,7 +375,8 @@ FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 /* Each type's integer dot of one block with 32 activation bytes, as 8 int32
  * partial sums. */
 static inline __m256i block_dot_q4_0(const block_q4_0 *x, const int8_t *yq) {
-    return dot4_offset(nibbles_32(x->qs), _mm256_set1_epi8(8), load256(yq));
+    const __m256i offset = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8((char)(8 * HI_LANE_SCALE)));
+    return dot4_offset(nibbles_x16_32(x->qs), offset, load256(yq));
 }
 /* Q5_0 / Q5_1's unsigned 5-bit quants: nibble | bit k of qh << 4 */
 static inline __m256i q5_quants(const uint8_t *qs, const uint8_t *qh) {
@@ -354,7 +393,7 @@ static inline __m256i block_dot_iq4_nl(const block_iq4_nl *x, const int8_t *yq) 
     return dot4_i8_i8(_mm256_shuffle_epi8(table, nibbles_32(x->qs)), load256(yq));
 }
 static inline __m256i block_dot_q4_1(const block_q4_1 *x, const int8_t *yq) {
-    return dot4_u8_i8(nibbles_32(x->qs), load256(yq));
+    return dot4_u8_i8(nibbles_x16_32(x->qs), load256(yq));
 }
 static inline __m256i block_dot_q5_1(const block_q5_1 *x, const int8_t *yq) {
     return dot4_u8_i8(q5_quants(x->qs, x->qh), load256(yq));
@@ -393,8 +432,9 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
  * converted and scaled on their own: a scale broadcast from memory is a load,
  * no shuffle, which is cheaper than joining two blocks' sums with hadd
  * (three uops, two of them on the one shuffle port) and permuting the scales
- * to match. */
-#define LEGACY_DOT(name, block_t, act_t, BLOCK_DOT, HAS_MIN)                           \
+ * to match. X16: BLOCK_DOT's upper lane is 16 times too large (nibbles_x16_32),
+ * undone once on the sum. */
+#define LEGACY_DOT(name, block_t, act_t, BLOCK_DOT, HAS_MIN, X16)                      \
     static void name(int64_t n, float *s, const void *vx, const void *vy) {          \
         const block_t *x = vx;                                                        \
         const act_t *y = vy;                                                          \
@@ -423,18 +463,20 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
             acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc[0]);                   \
             if (HAS_MIN) tail += h2f(half_at(xb + 2)) * h2f(half_at(yb + 2));         \
         }                                                                             \
-        *s = hsum_ps(_mm256_add_ps(acc[0], acc[1])) + (hsum_ps128(mins) + tail);      \
+        __m256 sum = _mm256_add_ps(acc[0], acc[1]);                                   \
+        if (X16) sum = scale_hi_lane(sum);                                            \
+        *s = hsum_ps(sum) + (hsum_ps128(mins) + tail);                                \
     }
 
 static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2,
               "the Q8_1 dots read m and s at offset 2");
 
-LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_dot_q4_0, 0)
-LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_dot_q5_0, 0)
-LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_dot_q8_0, 0)
-LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_dot_iq4_nl, 0)
-LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_dot_q4_1, 1)
-LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_dot_q5_1, 1)
+LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_dot_q4_0, 0, 1)
+LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_dot_q5_0, 0, 0)
+LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_dot_q8_0, 0, 0)
+LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_dot_iq4_nl, 0, 0)
+LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_dot_q4_1, 1, 1)
+LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_dot_q5_1, 1, 0)
 #undef LEGACY_DOT
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
@@ -790,7 +832,9 @@ static void to_float_q6_K(const void *vx, float *y, int64_t n) {
 
 /* ---- the table ---------------------------------------------------------------------- */
 
-#ifdef LL_AVXVNNI
+#if defined(LL_AVX512)
+static void fill_vnni_kernels(ll_kernels *k) { /* ll_kernels_fill_avx512 starts from these */
+#elif defined(LL_AVXVNNI)
 void ll_kernels_fill_avxvnni(ll_kernels *k) {
 #else
 void ll_kernels_fill_avx2(ll_kernels *k) {

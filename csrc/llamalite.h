@@ -67,7 +67,7 @@ int ll_quantize(int type, const float *src, int64_t n, void *dst, size_t dst_byt
 
 /* ---- kernels and ISA -------------------------------------------------------- */
 
-/* "scalar", "avx2", "avxvnni" or "neon". ll_isa_available() is 1 when this CPU and build
+/* "scalar", "avx2", "avxvnni", "avx512" or "neon". ll_isa_available() is 1 when this CPU and build
  * can run it. */
 int ll_isa_available(const char *isa);
 int ll_set_isa(const char *isa);

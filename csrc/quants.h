@@ -162,6 +162,7 @@ extern const ll_kernels *ll_active;
 
 void ll_kernels_fill_avx2(ll_kernels *k);
 void ll_kernels_fill_avxvnni(ll_kernels *k);
+void ll_kernels_fill_avx512(ll_kernels *k);
 void ll_kernels_fill_neon(ll_kernels *k);
 /* arm64 only: 1 when the NEON table uses the dotprod (SDOT) kernels */
 int ll_neon_dotprod(void);

@@ -150,7 +150,7 @@ int ll_vec_dot(int wtype, int64_t n, const void *w, size_t w_bytes,
 
 /* ---- ISA selection ----------------------------------------------------------- */
 
-static ll_kernels k_scalar, k_avx2, k_avxvnni, k_neon;
+static ll_kernels k_scalar, k_avx2, k_avxvnni, k_avx512, k_neon;
 const ll_kernels *ll_active = &k_scalar;
 
 static void fill_scalar(ll_kernels *k, const char *name) {
@@ -191,6 +191,25 @@ static int cpu_has_avxvnni(void) {
 #endif
 }
 
+/* The avx512 kernels use AVX512 F, BW, VL, VNNI and VBMI (CPUID leaf 7: EBX
+ * bits 16, 30, 31; ECX bits 11, 1) and need the OS to save the opmask and
+ * all 32 ZMM registers on context switches: XCR0 bits 5-7, read with xgetbv
+ * once cpuid says OSXSAVE (leaf 1 ECX bit 27), besides the SSE/AVX bits 1-2. */
+static int cpu_has_avx512(void) {
+#ifdef LL_X86
+    unsigned eax, ebx, ecx, edx;
+    if (!cpu_has_avx2() || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xe6) != 0xe6) return 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    const unsigned ebx_need = (1u << 16) | (1u << 30) | (1u << 31), ecx_need = (1u << 1) | (1u << 11);
+    return (ebx & ebx_need) == ebx_need && (ecx & ecx_need) == ecx_need;
+#else
+    return 0;
+#endif
+}
+
 static int cpu_has_neon(void) {
 #ifdef LL_ARM64
     return 1; /* Advanced SIMD is mandatory on arm64 */
@@ -209,6 +228,8 @@ static void init_kernels(void) {
     ll_kernels_fill_avx2(&k_avx2);
     fill_scalar(&k_avxvnni, "avxvnni");
     ll_kernels_fill_avxvnni(&k_avxvnni);
+    fill_scalar(&k_avx512, "avx512");
+    ll_kernels_fill_avx512(&k_avx512);
 #endif
 #ifdef LL_ARM64
     fill_scalar(&k_neon, "neon");
@@ -222,6 +243,7 @@ int ll_isa_available(const char *isa) {
     if (strcmp(isa, "scalar") == 0) return 1;
     if (strcmp(isa, "avx2") == 0) return cpu_has_avx2();
     if (strcmp(isa, "avxvnni") == 0) return cpu_has_avxvnni();
+    if (strcmp(isa, "avx512") == 0) return cpu_has_avx512();
     if (strcmp(isa, "neon") == 0) return cpu_has_neon();
     return 0;
 }
@@ -230,18 +252,21 @@ int ll_set_isa(const char *isa) {
     init_kernels();
     if (!isa || !*isa) {
         /* best available */
-        ll_active = cpu_has_avxvnni() ? &k_avxvnni
+        ll_active = cpu_has_avx512()    ? &k_avx512
+                    : cpu_has_avxvnni() ? &k_avxvnni
                     : cpu_has_avx2()  ? &k_avx2
                     : cpu_has_neon()  ? &k_neon
                                       : &k_scalar;
         return LL_OK;
     }
-    if (strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "avxvnni") && strcmp(isa, "neon"))
-        return ll_error(LL_ERR_ARG, "unknown ISA '%.32s' (expected scalar, avx2, avxvnni or neon)", isa);
+    if (strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "avxvnni") && strcmp(isa, "avx512") &&
+        strcmp(isa, "neon"))
+        return ll_error(LL_ERR_ARG, "unknown ISA '%.32s' (expected scalar, avx2, avxvnni, avx512 or neon)", isa);
     if (!ll_isa_available(isa))
         return ll_error(LL_ERR_UNSUPPORTED, "ISA '%s' is not available on this CPU or build", isa);
     ll_active = strcmp(isa, "avx2") == 0      ? &k_avx2
                 : strcmp(isa, "avxvnni") == 0 ? &k_avxvnni
+                : strcmp(isa, "avx512") == 0  ? &k_avx512
                 : strcmp(isa, "neon") == 0    ? &k_neon
                                               : &k_scalar;
     return LL_OK;

@@ -105,7 +105,7 @@ def check(rc: int) -> None:
 
 
 def set_isa(name: str | None) -> str:
-    """Select the kernels: 'scalar', 'avx2', 'avxvnni', 'neon', or None for the best available."""
+    """Select the kernels: 'scalar', 'avx2', 'avxvnni', 'avx512', 'neon', or None for the best available."""
     check(lib.ll_set_isa(name.encode() if name else ffi.NULL))
     return get_isa()
 

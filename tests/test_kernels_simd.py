@@ -20,7 +20,7 @@ from llamalite.quants import SUPPORTED, TYPE_INFO, GGMLType as T, matmul, row_by
 
 ffi, lib = _native.ffi, _native.lib
 
-SIMD_ISAS = [isa for isa in ("avx2", "avxvnni", "neon") if _native.isa_available(isa)]
+SIMD_ISAS = [isa for isa in ("avx2", "avxvnni", "avx512", "neon") if _native.isa_available(isa)]
 
 ACT_TYPE = {T.F32: T.F32, T.F16: T.F32, T.BF16: T.F32,
             T.Q4_0: T.Q8_0, T.Q5_0: T.Q8_0, T.Q8_0: T.Q8_0, T.IQ4_NL: T.Q8_0,

@@ -25,7 +25,7 @@ def test_scalar_is_always_available(restore_isa):
 
 
 def test_default_isa_is_the_best_available(restore_isa):
-    best = next(isa for isa in ("avxvnni", "avx2", "neon", "scalar") if isa_available(isa))
+    best = next(isa for isa in ("avx512", "avxvnni", "avx2", "neon", "scalar") if isa_available(isa))
     assert set_isa(None) == best
 
 
@@ -51,7 +51,7 @@ def test_llamalite_isa_env_forces_scalar():
     assert r.returncode == 0 and r.stdout.strip() == "scalar"
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avxvnni", "neon"])
+@pytest.mark.parametrize("isa", ["avx2", "avxvnni", "avx512", "neon"])
 def test_llamalite_isa_env_forces_a_simd_isa(isa):
     if not isa_available(isa):
         pytest.skip(f"{isa} not available here")
@@ -142,7 +142,7 @@ def test_unsupported_types_are_named():
         quants.as_type("Q4_9")
 
 
-@pytest.mark.parametrize("isa", ["scalar", "avx2", "avxvnni", "neon"])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avxvnni", "avx512", "neon"])
 @pytest.mark.parametrize("act", ["Q8_0", "Q8_1"])
 def test_activation_levels_saturate_for_vanishing_scales(isa, act, restore_isa):
     """Below ~3e-39 the inverse scale overflows: levels clamp to +-127 (the
