@@ -218,6 +218,16 @@ int64_t ll_context_state_bytes(const ll_context *ctx, int32_t n_pos);
 int ll_context_state_get(ll_context *ctx, int32_t n_pos, void *dst, size_t dst_bytes);
 int ll_context_state_set(ll_context *ctx, int32_t n_pos, const void *src, size_t src_bytes);
 
+/* ---- sampling ---------------------------------------------------------------- */
+
+/* The min(k, n) largest of logits[0..n) (k >= 1), best first, equal logits in
+ * ascending index order (the lower token id wins a tie): their indices into
+ * ids and values into vals, each with room for out_len entries. -inf and +inf
+ * are ordinary values; a NaN logit is an LL_ERR_ARG naming its index. One pass
+ * over the logits, no allocation. */
+int ll_top_k(const float *logits, int64_t n, int64_t k, int32_t *ids, float *vals,
+             int64_t out_len);
+
 /* ---- measurement -------------------------------------------------------------- */
 
 /* Read `bytes` of buf once with every thread of the pool (each its own slice)

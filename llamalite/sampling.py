@@ -19,8 +19,8 @@ state: the random generator, mirostat's mu, and the accepted tokens that the
 penalties look at.
 
 Cost over a 262,144-token vocabulary: nothing sorts the whole vocabulary.
-top-k is a partition (O(n)); top-p and typical sort only the head of the order
-they walk, widening it until the probability mass they need is inside (see
+top-k is one pass in C (ll_top_k, O(n)); top-p and typical sort only the head
+of the order they walk, widening it until the probability mass they need is inside (see
 `_walk_until_mass`); min-p is one comparison per candidate. The result is
 exactly what a full sort would give, ties going to the lower token id.
 
@@ -41,6 +41,8 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
+
+from ._native import check, lib, ptr
 
 #: llama.cpp's seed value that means "pick a random seed".
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -210,20 +212,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_k(ids: np.ndarray, logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The k best candidates, best first; k <= 0 keeps all. An O(n) partition
-    finds them, and only those k are sorted."""
-    n = len(logits)
+    """The k best candidates, best first; k <= 0 keeps all. One pass in C
+    (ll_top_k) finds and orders them; a NaN logit is a ValueError."""
     if k <= 0:
         return ids, logits
-    if k < n:
-        kth = np.partition(logits, n - k)[n - k]
-        above = np.flatnonzero(logits > kth)
-        tied = np.flatnonzero(logits == kth)[:k - len(above)]
-        keep = np.sort(np.concatenate((above, tied)))
-    else:
-        keep = np.arange(n)
-    order = _best_first(logits, keep)
-    return ids[order], logits[order]
+    positions, values = _best_k(logits, k)
+    return ids[positions], values
+
+
+def _best_k(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Positions (int32) and float32 values of the min(k, n) best logits,
+    best first, ties to the lower position."""
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    kept = min(k, len(logits))
+    positions = np.empty(kept, dtype=np.int32)
+    values = np.empty(kept, dtype=np.float32)
+    if kept:
+        check(lib.ll_top_k(ptr(logits, "float *"), len(logits), kept,
+                           ptr(positions, "int32_t *"), ptr(values, "float *"), kept))
+    return positions, values
 
 
 def top_p(ids: np.ndarray, logits: np.ndarray, p: float,
@@ -388,7 +395,7 @@ def logits_to_logprobs(logits: npt.ArrayLike, axis: int = -1) -> np.ndarray:
 
 def top_logprobs(logprobs: np.ndarray, n: int) -> List[Tuple[int, float]]:
     """The n most likely (token id, logprob) pairs of a 1-D logprob vector,
-    best first, ties by lower id. O(V) partition, then a sort of n."""
+    best first, ties by lower id: top-k's one pass over the vocabulary."""
     logprobs = np.asarray(logprobs, dtype=np.float32)
     n = min(max(n, 0), len(logprobs))
     if n == 0:
