@@ -15,7 +15,7 @@
 #include "quants.h"
 
 /* Logits tested at once before any is looked at one by one. */
-#define LL_TOPK_BLOCK 64
+#define LL_TOPK_BLOCK 32
 
 /* Put (id, v) into the best-first list of m entries (room for cap), after
  * every entry >= v: an equal logit seen later has the higher id and goes

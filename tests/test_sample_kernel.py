@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from llamalite._native import lib, ptr
 from llamalite.errors import InvalidArgumentError
-from llamalite.sampling import top_k
+from llamalite.sampling import Sampler, _nucleus_end, min_p, top_k, top_p
 
 
 def reference(logits, k):
@@ -97,3 +97,27 @@ def test_bad_arguments_are_refused_before_anything_is_written():
     ids = np.zeros(1, dtype=np.int32)
     assert lib.ll_top_k(ptr(empty, "float *"), 0, 1, ptr(ids, "int32_t *"),
                         ptr(empty, "float *"), 1) == lib.LL_ERR_ARG
+
+
+@settings(max_examples=150, deadline=None)
+@given(logit_vectors(), st.integers(1, 300), st.floats(0.0, 1.0))
+def test_top_p_after_top_k_cuts_the_prefix_the_general_walk_keeps(logits, k, p):
+    logits = np.where(np.isposinf(logits), np.float32(0), logits)  # the sampler refuses +inf
+    if not np.isfinite(logits.max()):
+        logits[0] = 0.0
+    ids, kept = top_k(np.arange(len(logits)) + 3, logits, k)
+    assert top_p(ids, kept, p)[0].tolist() == ids[:_nucleus_end(kept, p)].tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(logit_vectors(), st.integers(1, 300), st.floats(0.0, 1.0), st.floats(0.0, 1.0),
+       st.sampled_from([0.1, 0.8, 1.5]))
+def test_the_default_chain_shortcut_equals_the_steps_one_by_one(logits, k, p, m, temperature):
+    logits = np.where(np.isposinf(logits), np.float32(0), logits)
+    logits[0] = max(logits[0], 0.0)  # something finite to sample
+    s = Sampler(len(logits), top_k=k, top_p=p, min_p=m, temperature=temperature, seed=1)
+    ids, kept = top_k(np.arange(len(logits)), logits, k)
+    ids, kept = min_p(*top_p(ids, kept, p), m)
+    got_ids, got_final = s._chain_best_first(logits)
+    assert got_ids.tolist() == ids.tolist()
+    assert got_final.tolist() == ((kept - kept.max()) / np.float32(temperature)).tolist()
