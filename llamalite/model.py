@@ -406,11 +406,11 @@ class Model:
         check(lib.ll_context_state_set(self._live(), int(n_pos), ffi.from_buffer(data), len(data)))
 
     def _check_pos(self, ids: np.ndarray, pos: int | None) -> int:
-        n = len(ids)
-        pos = self.n_past if pos is None else int(pos)
-        if not 0 <= pos <= self.n_past:
-            raise ValueError(f"position {pos}: the cache holds {self.n_past} positions, so a "
-                             f"batch starts at 0..{self.n_past}")
+        n, n_past = len(ids), self.n_past
+        pos = n_past if pos is None else int(pos)
+        if not 0 <= pos <= n_past:
+            raise ValueError(f"position {pos}: the cache holds {n_past} positions, so a "
+                             f"batch starts at 0..{n_past}")
         if pos + n > self.n_ctx:
             raise ContextOverflowError(f"{n} tokens at position {pos} need {pos + n} positions; "
                                        f"the context holds {self.n_ctx} (n_ctx)")

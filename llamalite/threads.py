@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 from pathlib import Path
@@ -39,8 +40,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
+@functools.lru_cache(maxsize=None)
 def physical_cores() -> int:
-    """Cores this process may run on, counting SMT siblings once."""
+    """Cores this process may run on, counting SMT siblings once (read once:
+    every default-sized pool lookup asks)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:
