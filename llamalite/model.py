@@ -423,10 +423,14 @@ class Model:
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise ValueError(f"token ids must be a flat sequence of integers, got {arr.dtype} "
                              f"of shape {arr.shape}")
-        bad = np.flatnonzero((arr < 0) | (arr >= self.n_vocab))
-        if bad.size:
-            raise ValueError(f"token id {arr[bad[0]]} (at {bad[0]}) is out of range: the "
-                             f"vocabulary has {self.n_vocab} tokens")
+        # ll_forward checks every id of a batch before it evaluates any; ids
+        # that span several batches, or would not survive the cast to int32,
+        # are checked here so that no batch of them is evaluated at all
+        if len(arr) > self.n_batch or arr.dtype.itemsize > 4:
+            bad = np.flatnonzero((arr < 0) | (arr >= self.n_vocab))
+            if bad.size:
+                raise ValueError(f"token id {arr[bad[0]]} (at {bad[0]}) is out of range: the "
+                                 f"vocabulary has {self.n_vocab} tokens")
         return np.ascontiguousarray(arr, dtype=np.int32)
 
     def _live(self):

@@ -205,9 +205,10 @@ def _normalize_bias(bias) -> dict:
 # their input order; the chain starts from the vocabulary in id order, so
 # inside it ties always go to the lower token id.
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities of a candidate list (float32); -inf logits get 0."""
-    e = np.exp(logits - logits.max())
+def softmax(logits: np.ndarray, top: Optional[np.float32] = None) -> np.ndarray:
+    """Probabilities of a candidate list (float32); -inf logits get 0. `top`
+    is the largest logit when the caller knows it (a best-first list)."""
+    e = np.exp(logits - (logits.max() if top is None else top))
     return e / e.sum()
 
 
@@ -251,7 +252,7 @@ def _nucleus_end(logits: np.ndarray, p: float, min_keep: int = MIN_KEEP) -> int:
     end with one search."""
     if p >= 1.0:
         return len(logits)
-    mass = np.cumsum(softmax(logits))
+    mass = np.cumsum(softmax(logits, top=logits[0]))
     first = int(np.searchsorted(mass, np.float32(p), side="left"))  # first mass >= p
     return min(max(first, min_keep - 1) + 1, len(logits))
 
@@ -351,15 +352,16 @@ class Mt19937:
         return x if x < 1.0 else math.nextafter(1.0, 0.0)
 
 
-def draw_dist(logits: np.ndarray, rng: Mt19937) -> int:
+def draw_dist(logits: np.ndarray, rng: Mt19937, top: Optional[np.float32] = None) -> int:
     """llama.cpp's dist sampler: one uniform draw u (always, even for a single
     candidate), then the first candidate where the running sum of
     exp(logit - max), in double, passes u times the total. llama.cpp stops
     where the sum reaches the target (>=); stopping where it passes it (>)
     differs only when they are exactly equal, and never picks a candidate of
-    weight 0 (a banned token), even for u = 0."""
+    weight 0 (a banned token), even for u = 0. `top`: the largest logit, when
+    the caller knows it."""
     u = rng.canonical()
-    weights = np.exp(logits - logits.max())
+    weights = np.exp(logits - (logits.max() if top is None else top))
     running = np.cumsum(weights, dtype=np.float64)
     return int(np.searchsorted(running, running[-1] * u, side="right"))
 
@@ -508,7 +510,7 @@ class Sampler:
             self.mu = np.float32(self.mu - np.float32(p.mirostat_eta) * error)
             return int(ids[pick])
         ids, final = self._chain(scores)
-        return int(ids[draw_dist(final, self._rng)])
+        return int(ids[draw_dist(final, self._rng, top=np.float32(0))])  # best is 0 after temperature
 
     def distribution(self, logits: npt.ArrayLike,
                      input_ids: Optional[npt.ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -579,7 +581,7 @@ class Sampler:
         end = _nucleus_end(logits, p.top_p)
         if p.min_p > 0.0:  # min_p(): logit >= the best + log p, never none
             end = min(end, int(np.count_nonzero(logits >= logits[0] + self._log_min_p)))
-        return ids[:end], _with_temperature(logits[:end], p.temperature)
+        return ids[:end], _with_temperature(logits[:end], p.temperature, top=logits[0])
 
     def _mirostat_candidates(self, scores):
         """Temperature, then mirostat's truncation at the current mu; the kept
@@ -637,10 +639,11 @@ def _require_samplable(best_logit) -> None:
                          "or contain NaN or +inf")
 
 
-def _with_temperature(logits, temperature):
+def _with_temperature(logits, temperature, top=None):
     """Logits divided by the temperature, shifted so the best is 0 first: the
-    probabilities are the same, and a tiny temperature cannot overflow to inf."""
-    return (logits - logits.max()) / np.float32(temperature)
+    probabilities are the same, and a tiny temperature cannot overflow to inf.
+    The best of the result is exactly 0 (draw_dist can be told so)."""
+    return (logits - (logits.max() if top is None else top)) / np.float32(temperature)
 
 
 def _as_processor(processor: ProcessorArg) -> Optional[LogitsProcessor]:
