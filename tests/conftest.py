@@ -25,3 +25,14 @@ def gemma3_path():
 @pytest.fixture(scope="session")
 def qwen25_path():
     return _model("qwen2.5-coder-0.5b-instruct")
+
+
+@pytest.fixture(scope="module")
+def scalar_kernels():
+    """The scalar reference kernels for a whole test module (the definition
+    of each format), whatever ISA was active before."""
+    from llamalite import _native
+    previous = _native.get_isa()
+    _native.set_isa("scalar")
+    yield
+    _native.set_isa(previous)

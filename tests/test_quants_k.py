@@ -32,12 +32,7 @@ REFERENCE = Path(__file__).parent / "data" / "llamacpp_quant_k.npz"
 fuzz = settings(max_examples=60, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def scalar_kernels():
-    previous = _native.get_isa()
-    _native.set_isa("scalar")
-    yield
-    _native.set_isa(previous)
+pytestmark = pytest.mark.usefixtures("scalar_kernels")
 
 
 # ---- helpers over the C entry points (Q8_K is not a weight type in quants.py) ----

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from llamalite import _native, quants
+from llamalite import quants
 from llamalite._native import check, ffi, lib, ptr
 from llamalite.quants import GGMLType
 
@@ -43,12 +43,7 @@ SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def scalar_kernels():
-    previous = _native.get_isa()
-    _native.set_isa("scalar")
-    yield
-    _native.set_isa(previous)
+pytestmark = pytest.mark.usefixtures("scalar_kernels")
 
 
 def block_size(t: str) -> int:
