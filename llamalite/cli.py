@@ -135,6 +135,8 @@ class _Console:
                 self._write(_RESET)
         if not line:
             return None
+        if not sys.stdin.isatty():   # piped input: show it, as a terminal would have
+            self._write(line if line.endswith("\n") else line + "\n")
         return line[:-1] if line.endswith("\n") else line
 
 
@@ -301,6 +303,11 @@ class _Transcript:
             raise ContextOverflowError(f"the context of {self.llm.n_ctx()} tokens is full "
                                        "(raise -c/--ctx-size)")
 
+    def ends_with_reverse(self, text: str) -> bool:
+        """Whether a reverse prompt ends `text`, give or take two characters
+        (a token may carry a space or newline past it)."""
+        return any(r in text[-len(r) - 2:] for r in self.reverse)
+
     def generate(self, sampling: dict) -> str:
         """Stream the model's text until end of text, a reverse prompt, -n
         tokens, a full context or Ctrl-C; returns which ("eog", "reverse",
@@ -323,7 +330,7 @@ class _Transcript:
                 if self.interrupts.take():
                     reason = "interrupt"
                     break
-                if any(r in recent[-len(r) - 2:] for r in self.reverse):
+                if self.ends_with_reverse(recent):
                     reason = "reverse"
                     break
                 if budget > 0 and n_new >= budget:
@@ -346,19 +353,27 @@ def _run_plain(llm, args, prompt: str, sampling: dict, console: _Console,
     if args.display_prompt:
         console.prompt(prompt)
     llm._timings = type(llm._timings)()
+    # A prompt that ends with a reverse prompt (the tutorial's "...\nUser:")
+    # gives the person the first word, as llama.cpp does.
+    person_first = args.interactive and session.ends_with_reverse(prompt)
     try:
         while True:
-            reason = session.generate(sampling)
-            if reason == "interrupt" and not args.interactive:
-                console.model("\n")
-                return 130
-            if not args.interactive or reason == "context":
-                break
-            if reason == "eog" and session.reverse:
-                console.model(session.reverse[0])   # hand over as the transcript's next speaker
-                session.add_text(session.reverse[0])
-            elif reason in ("eog", "interrupt"):
-                console.model("\n")
+            if not person_first:
+                reason = session.generate(sampling)
+                if reason == "interrupt" and not args.interactive:
+                    console.model("\n")
+                    return 130
+                if not args.interactive:
+                    break
+                if reason == "context":
+                    raise ContextOverflowError(f"the context of {llm.n_ctx()} tokens is full "
+                                               "(raise -c/--ctx-size)")
+                if reason == "eog" and session.reverse:
+                    console.model(session.reverse[0])   # hand over as the next speaker
+                    session.add_text(session.reverse[0])
+                elif reason in ("eog", "interrupt"):
+                    console.model("\n")
+            person_first = False
             line = _read_turn(console, interrupts, args.in_prefix)
             if line is None:
                 break
