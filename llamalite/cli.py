@@ -258,12 +258,16 @@ _SAMPLING_FLAGS = {"temperature": "--temp", "top_k": "--top-k", "top_p": "--top-
                    "mirostat_eta": "--mirostat-lr"}
 
 
-def _load(args, stats: _Stats):
-    from .llama import Llama
+def _check_counts(args) -> None:
     for name, value, low in (("-t/--threads", args.threads, 1), ("-c/--ctx-size", args.ctx_size, 0),
-                             ("-b/--batch-size", args.batch_size, 1)):
+                             ("-b/--batch-size", args.batch_size, 1),
+                             ("-n/--n-predict", args.n_predict, -2)):
         if value is not None and value < low:
             raise LlamaliteError(f"{name} must be >= {low}, got {value}")
+
+
+def _load(args, stats: _Stats):
+    from .llama import Llama
     path = models.resolve(args.model)
     started = time.perf_counter()
     llm = Llama(str(path), n_ctx=args.ctx_size, n_batch=args.batch_size, n_threads=args.threads,
@@ -449,7 +453,8 @@ def _color_on(choice: str) -> bool:
 
 
 def cmd_run(args) -> int:
-    prompt, sampling = _prompt_text(args), _sampling(args)   # mistakes show before loading
+    _check_counts(args)   # mistakes show before the model loads
+    prompt, sampling = _prompt_text(args), _sampling(args)
     stats = _Stats()
     console = _Console(_color_on(args.color))
     run = _run_chat if args.conversation else _run_plain
@@ -476,8 +481,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="print only the generated text, not the prompt")
     g = p.add_argument_group("generation")
     g.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
-                   help="tokens to generate (per turn); -1: until end of text or a full "
-                        "context (default -1)")
+                   help="tokens to generate (per turn); -1 (or -2): until end of text or "
+                        "a full context (default -1)")
     g.add_argument("-c", "--ctx-size", type=int, default=0, metavar="N",
                    help="context size in tokens; 0: the model's training context (default 0)")
     g.add_argument("-b", "--batch-size", type=int, default=512, metavar="N",
@@ -555,6 +560,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(_with_default_command(argv))
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as a C program on SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (LlamaliteError, OSError) as e:
         print(f"llamalite: error: {e}", file=sys.stderr)
         return 1

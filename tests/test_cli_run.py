@@ -302,3 +302,24 @@ def test_colours_on_a_terminal_only_unless_forced(smollm2_path, terminal, tmp_pa
     assert "\x1b" not in piped.stdout
     forced = run_cli(tmp_path, "-m", smollm2_path, "--temp", 0, "-n", 2, "-p", FRANCE, "--color")
     assert forced.stdout.startswith(f"\x1b[33m{FRANCE}\x1b[0m Paris")
+
+
+def test_ctrl_c_without_i_stops_with_the_summary(smollm2_path, terminal):
+    t = terminal("-m", smollm2_path, "--temp", 0, "-c", 1024, "--color", "off",
+                 "-p", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
+    t.expect(r"12, 13, 14")
+    t.send(b"\x03")
+    assert t.wait() == 130                                  # llama.cpp's status for Ctrl-C
+    out = t.out.decode(errors="replace")
+    assert summary(out)["sample time"][0] < 1000 and "Traceback" not in out
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(smollm2_path, tmp_path):
+    cli = subprocess.Popen([sys.executable, "-m", "llamalite", "-m", str(smollm2_path), "--temp", "0",
+                            "-c", "1024", "-p", "1, 2, 3,"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, cwd=tmp_path, env=_env())
+    assert cli.stdout.read(20).startswith(b"1, 2, 3, 4")
+    cli.stdout.close()                                      # as `| head -c 20` does
+    err = cli.stderr.read().decode()
+    assert cli.wait(timeout=60) == 141
+    assert "error" not in err and "Traceback" not in err and "load time" in err
