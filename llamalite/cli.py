@@ -208,12 +208,12 @@ def summary_lines(stats: _Stats, llm) -> List[str]:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
     return [
         f"llamalite:        load time = {stats.load_s * 1000:10.2f} ms",
-        f"llamalite:      sample time = {stats.sample_s * 1000:10.2f} ms / {stats.samples:5d} runs   "
-        + _rate(stats.sample_s, stats.samples),
+        f"llamalite:      sample time = {stats.sample_s * 1000:10.2f} ms / "
+        f"{stats.samples:5d} runs   " + _rate(stats.sample_s, stats.samples),
         f"llamalite: prompt eval time = {stats.prompt_s * 1000:10.2f} ms / "
         f"{stats.prompt_tokens:5d} tokens " + _rate(stats.prompt_s, stats.prompt_tokens),
-        f"llamalite:        eval time = {stats.eval_s * 1000:10.2f} ms / {stats.eval_tokens:5d} runs   "
-        + _rate(stats.eval_s, stats.eval_tokens),
+        f"llamalite:        eval time = {stats.eval_s * 1000:10.2f} ms / "
+        f"{stats.eval_tokens:5d} runs   " + _rate(stats.eval_s, stats.eval_tokens),
         f"llamalite:       total time = {total_ms:10.2f} ms / "
         f"{stats.prompt_tokens + stats.eval_tokens:5d} tokens",
         f"llamalite:      memory used = {(file_bytes + kv_bytes) * mib:10.2f} MiB (model "

@@ -67,7 +67,8 @@ def test_run_greedy_streams_paris_then_the_summary(smollm2_path, tmp_path):
     assert stats["total"] == [12]
     model_mib, kv_mib = stats["memory"]
     assert model_mib == pytest.approx(smollm2_path.stat().st_size / 2**20, abs=0.01)
-    assert kv_mib == pytest.approx(256 * 30 * 2 * 3 * 64 * 2 / 2**20, abs=0.01)  # n_ctx x layers x K,V x f16
+    # n_ctx x layers x (K, V) x kv heads x head size x f16
+    assert kv_mib == pytest.approx(256 * 30 * 2 * 3 * 64 * 2 / 2**20, abs=0.01)
     assert "Traceback" not in r.stderr
 
 
@@ -203,7 +204,8 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while not re.search(pattern, self.out.decode(errors="replace")):
             if time.monotonic() > deadline or not self._read(0.2) and self.exited():
-                raise AssertionError(f"never saw {pattern!r} in:\n{self.out.decode(errors='replace')}")
+                shown = self.out.decode(errors="replace")
+                raise AssertionError(f"never saw {pattern!r} in:\n{shown}")
         return self.out.decode(errors="replace")
 
     def quiet(self, seconds=0.6, timeout=15.0):
@@ -254,7 +256,7 @@ def terminal(tmp_path):
 def test_reverse_prompt_hands_over_and_a_typed_line_is_answered(smollm2_path, terminal):
     t = terminal("-m", smollm2_path, "--temp", 0, "-c", 512, "-n", 48, "--color", "off",
                  "-i", "-r", "User:", "-p", BOB)
-    t.expect(r"How may I help you today\?\r?\nUser:$")       # the prompt ends with the reverse prompt
+    t.expect(r"How may I help you today\?\r?\nUser:$")   # the prompt ends with the reverse prompt
     t.quiet()
     assert t.out.decode().count("User:") == 2              # so the person speaks first
     t.send(b" What is the capital of France?\n")
@@ -315,8 +317,8 @@ def test_ctrl_c_without_i_stops_with_the_summary(smollm2_path, terminal):
 
 
 def test_a_reader_that_goes_away_ends_it_quietly(smollm2_path, tmp_path):
-    cli = subprocess.Popen([sys.executable, "-m", "llamalite", "-m", str(smollm2_path), "--temp", "0",
-                            "-c", "1024", "-p", "1, 2, 3,"], stdout=subprocess.PIPE,
+    args = ["-m", str(smollm2_path), "--temp", "0", "-c", "1024", "-p", "1, 2, 3,"]
+    cli = subprocess.Popen([sys.executable, "-m", "llamalite", *args], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, cwd=tmp_path, env=_env())
     assert cli.stdout.read(20).startswith(b"1, 2, 3, 4")
     cli.stdout.close()                                      # as `| head -c 20` does
