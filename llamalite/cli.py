@@ -463,8 +463,8 @@ def cmd_run(args) -> int:
         try:
             return run(llm, args, prompt, sampling, console, interrupts, stats)
         finally:
-            if stats.generating:
-                print("\n".join(summary_lines(stats, llm)), file=sys.stderr)
+            if stats.generating:  # after a blank line, as llama.cpp: the text may end mid-line
+                print("\n\n" + "\n".join(summary_lines(stats, llm)), file=sys.stderr)
             llm.close()
 
 
