@@ -525,7 +525,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llamalite: error: {message}\n")
 
 
-SUBCOMMANDS = ("run", "chat", "info", "perplexity")
+SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize")
 
 
 def cmd_perplexity(args) -> int:
@@ -569,6 +569,27 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    """llama-quantize: one line per tensor on a terminal, then the sizes before
+    and after."""
+    from .quantize import quantize_model
+    chatty = sys.stderr.isatty()
+
+    def show(i, n, name, line):
+        if chatty:
+            print(f"[{i:4d}/{n:4d}] {line}", file=sys.stderr)
+    started = time.perf_counter()
+    result = quantize_model(args.input, args.output, args.type,
+                            allow_requantize=args.allow_requantize, pure=args.pure,
+                            leave_output_tensor=args.leave_output_tensor,
+                            output_tensor_type=args.output_tensor_type,
+                            token_embedding_type=args.token_embedding_type, progress=show)
+    print(f"model size  = {result.size_before / 2**20:8.2f} MiB")
+    print(f"quant size  = {result.size_after / 2**20:8.2f} MiB")
+    print(f"quantize time = {(time.perf_counter() - started) * 1000:.2f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m llamalite",
                      description="Run LLaMA-family GGUF models on the CPU. Without a "
@@ -598,6 +619,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--threads", type=int, default=None,
                    help="threads (default: the physical cores)")
     p.set_defaults(func=cmd_perplexity)
+    p = sub.add_parser("quantize", help="rewrite a GGUF model in another type (llama.cpp's mixes)")
+    p.add_argument("input", help="the GGUF model to read")
+    p.add_argument("output", help="the GGUF file to write")
+    p.add_argument("type", help="Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, "
+                                "Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 "
+                                "or F32")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="allow re-typing tensors that are already quantized (loses quality)")
+    p.add_argument("--pure", action="store_true",
+                   help="every quantized tensor in the mix's own type: no per-tensor rules")
+    p.add_argument("--leave-output-tensor", action="store_true",
+                   help="keep output.weight in its type")
+    p.add_argument("--output-tensor-type", metavar="T", help="the type of output.weight")
+    p.add_argument("--token-embedding-type", metavar="T", help="the type of token_embd.weight")
+    p.set_defaults(func=cmd_quantize)
     return parser
 
 
