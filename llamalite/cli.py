@@ -19,6 +19,7 @@ from typing import List, Optional
 
 from . import models
 from .errors import ContextOverflowError, LlamaliteError
+from .llama import _Timings
 
 
 def _fmt_bytes(n: int) -> str:
@@ -171,25 +172,15 @@ class _Interrupts:
 
 @dataclass
 class _Stats:
-    """Where a session's time went, over all its turns."""
+    """Where a session's time went: loading, then the sum of every turn's
+    Llama timings."""
     load_s: float = 0.0
-    prompt_s: float = 0.0
-    prompt_tokens: int = 0
-    eval_s: float = 0.0
-    eval_tokens: int = 0
-    sample_s: float = 0.0
-    samples: int = 0
+    turns: _Timings = field(default_factory=_Timings)
     started: float = field(default_factory=time.perf_counter)
     generating: bool = False    # set once the prompt is checked: a summary is due
 
-    def add(self, timings) -> None:
-        """Add a Llama's per-call _Timings."""
-        self.prompt_s += timings.prompt_s
-        self.prompt_tokens += timings.prompt_tokens
-        self.eval_s += timings.eval_s
-        self.eval_tokens += timings.eval_tokens
-        self.sample_s += timings.sample_s
-        self.samples += timings.samples
+    def add(self, timings: _Timings) -> None:
+        self.turns += timings
 
 
 def _rate(seconds: float, n: int) -> str:
@@ -202,20 +193,21 @@ def summary_lines(stats: _Stats, llm) -> List[str]:
     """llama.cpp's closing timings (same lines, same numbers), then the memory
     the model took: the mapped file and the KV cache."""
     total_ms = (time.perf_counter() - stats.started) * 1000
+    t = stats.turns
     mib = 1 / 2**20
     file_bytes = os.path.getsize(llm.model_path)
     kv_bytes = llm._model.kv_bytes() if llm._model is not None else 0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
     return [
         f"llamalite:        load time = {stats.load_s * 1000:10.2f} ms",
-        f"llamalite:      sample time = {stats.sample_s * 1000:10.2f} ms / "
-        f"{stats.samples:5d} runs   " + _rate(stats.sample_s, stats.samples),
-        f"llamalite: prompt eval time = {stats.prompt_s * 1000:10.2f} ms / "
-        f"{stats.prompt_tokens:5d} tokens " + _rate(stats.prompt_s, stats.prompt_tokens),
-        f"llamalite:        eval time = {stats.eval_s * 1000:10.2f} ms / "
-        f"{stats.eval_tokens:5d} runs   " + _rate(stats.eval_s, stats.eval_tokens),
+        f"llamalite:      sample time = {t.sample_s * 1000:10.2f} ms / "
+        f"{t.samples:5d} runs   " + _rate(t.sample_s, t.samples),
+        f"llamalite: prompt eval time = {t.prompt_s * 1000:10.2f} ms / "
+        f"{t.prompt_tokens:5d} tokens " + _rate(t.prompt_s, t.prompt_tokens),
+        f"llamalite:        eval time = {t.eval_s * 1000:10.2f} ms / "
+        f"{t.eval_tokens:5d} runs   " + _rate(t.eval_s, t.eval_tokens),
         f"llamalite:       total time = {total_ms:10.2f} ms / "
-        f"{stats.prompt_tokens + stats.eval_tokens:5d} tokens",
+        f"{t.prompt_tokens + t.eval_tokens:5d} tokens",
         f"llamalite:      memory used = {(file_bytes + kv_bytes) * mib:10.2f} MiB (model "
         f"{file_bytes * mib:.2f} MiB mapped + KV cache {kv_bytes * mib:.2f} MiB; "
         f"peak resident {peak_rss * mib:.2f} MiB)",
@@ -356,7 +348,7 @@ def _run_plain(llm, args, prompt: str, sampling: dict, console: _Console,
     stats.generating = True
     if args.display_prompt:
         console.prompt(prompt)
-    llm._timings = type(llm._timings)()
+    llm._timings = _Timings()
     # A prompt that ends with a reverse prompt (the tutorial's "...\nUser:")
     # gives the person the first word, as llama.cpp does.
     person_first = args.interactive and session.ends_with_reverse(prompt)

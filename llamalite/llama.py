@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -85,6 +86,12 @@ class _Timings:
     eval_tokens: int = 0
     sample_s: float = 0.0
     samples: int = 0
+
+    def __iadd__(self, other: "_Timings") -> "_Timings":
+        """Accumulate another call's timings (a session over many calls)."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
 
 
 class Llama:
