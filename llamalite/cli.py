@@ -517,7 +517,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llamalite: error: {message}\n")
 
 
-SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize")
+SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize", "serve")
 
 
 def cmd_perplexity(args) -> int:
@@ -626,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-tensor-type", metavar="T", help="the type of output.weight")
     p.add_argument("--token-embedding-type", metavar="T", help="the type of token_embd.weight")
     p.set_defaults(func=cmd_quantize)
+    # listed here for the overview; main() hands its arguments to the server whole
+    sub.add_parser("serve", add_help=False,
+                   help="an OpenAI-compatible HTTP server with a chat page (serve --help)")
     return parser
 
 
@@ -639,6 +642,9 @@ def _with_default_command(argv: List[str]) -> List[str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from .server.__main__ import main as serve
+        return serve(argv[1:], prog="llamalite serve")
     args = build_parser().parse_args(_with_default_command(argv))
     try:
         return args.func(args)
