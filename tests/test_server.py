@@ -2,9 +2,12 @@
 driven by the official `openai` client (answers) and by raw httpx (errors:
 each the right status and error JSON, and the server answers afterwards)."""
 import base64
+import contextlib
+import io
 import json
 import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +151,18 @@ def test_a_follow_up_turn_only_evaluates_what_is_new(server):
     n_first, n_second = first["usage"]["prompt_tokens"], second["usage"]["prompt_tokens"]
     assert evaluated[-2] == n_first
     assert evaluated[-1] <= n_second - n_first + 1, "the first turn was evaluated again"
+
+
+def test_readme_client_example(server):
+    """The README's `openai` example prints what its comments say."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [code] = [c for c in re.findall(r"```py\n(.*?)```", readme, re.S) if "openai" in c]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code.replace("http://127.0.0.1:8000", server.url), "README.md", "exec"), {})
+    expected = [line.split("#", 1)[1].strip() for line in code.splitlines()
+                if line.startswith("print(")]
+    assert [line.strip() for line in out.getvalue().splitlines()] == expected
 
 
 # --- errors over raw HTTP --------------------------------------------------------

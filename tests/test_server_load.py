@@ -101,8 +101,10 @@ async def wave(url: str, first: int, hang_up: bool) -> list:
     return [r for r in results if r is not None]
 
 
-def sampled_tokens(log: str) -> int:
-    return sum(int(n) for n in re.findall(r"(\d+) sampled", log))
+def token_counts(log: str) -> tuple[int, int]:
+    """(prompt tokens evaluated, tokens sampled) over the requests in the log."""
+    pairs = re.findall(r"(\d+) prompt tokens evaluated, (\d+) sampled", log)
+    return sum(int(p) for p, _ in pairs), sum(int(s) for _, s in pairs)
 
 
 def test_sixteen_clients_sixty_four_requests(server, capsys):
@@ -122,8 +124,11 @@ def test_sixteen_clients_sixty_four_requests(server, capsys):
     assert rss[-1] - rss[0] < 16 * 2**20, f"RSS grew from {rss[0]} to {rss[-1]} bytes"
 
     p95 = statistics.quantiles(latencies, n=20)[-1]
+    prompt, sampled = token_counts(log)
     with capsys.disabled():
         print(f"\nserver load: {len(latencies)} requests + 1 hung up, {CLIENTS} concurrent, "
               f"max_tokens {MAX_TOKENS}: latency median {statistics.median(latencies):.2f} s, "
-              f"p95 {p95:.2f} s; {sampled_tokens(log) / elapsed:.1f} tokens/s over "
-              f"{elapsed:.1f} s; RSS {rss[0] / 2**20:.1f} -> {rss[-1] / 2**20:.1f} MiB")
+              f"p95 {p95:.2f} s; in {elapsed:.1f} s {sampled} tokens sampled "
+              f"({sampled / elapsed:.1f}/s) and {prompt} prompt tokens evaluated "
+              f"({prompt / elapsed:.1f}/s); RSS {rss[0] / 2**20:.1f} -> "
+              f"{rss[-1] / 2**20:.1f} MiB")
