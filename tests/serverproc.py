@@ -13,11 +13,23 @@ from pathlib import Path
 
 import httpx
 
+import llamalite
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _same_llamalite_env() -> dict:
+    """The environment, with the llamalite this test imported first on the
+    path: run from a neutral directory, the server runs the same code (the
+    installed package in CI, the source tree in development)."""
+    env = dict(os.environ)
+    root = str(Path(llamalite.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 class ServerProcess:
@@ -33,7 +45,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llamalite.server", "--host", "127.0.0.1",
              "--port", str(self.port), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
+            stdout=self._log, stderr=subprocess.STDOUT, env=_same_llamalite_env(),
+            cwd=tempfile.gettempdir())
         self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> None:

@@ -310,6 +310,7 @@ def test_sigterm_ends_a_stream_cleanly(smollm2_path):
     (["--port", "70000"], "--port: Input should be less than or equal to 65535"),
     (["--model", "no-such-model"], "Model path does not exist: no-such-model"),
     (["--config", "/no/such/file.yaml"], "cannot read the config file /no/such/file.yaml"),
+    (["--chat_format", "nonsense"], "unknown chat_format 'nonsense'"),
 ])
 def test_serve_mistakes_are_one_line(args, message, capsys):
     from llamalite import cli

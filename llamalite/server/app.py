@@ -53,6 +53,7 @@ def load_models(settings: List[ModelSettings]) -> Dict[str, ModelWorker]:
             llama = Llama(s.model, n_ctx=s.n_ctx, n_threads=s.n_threads, n_batch=s.n_batch,
                           chat_format=s.chat_format, embedding=True,
                           pooling_type=s.pooling_type, seed=s.seed, verbose=False)
+            llama._chat_formatter()   # a wrong --chat_format fails now, not at the first chat
             workers[s.alias] = ModelWorker(llama, s.alias)
     except BaseException:
         for w in workers.values():
