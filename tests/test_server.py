@@ -139,6 +139,12 @@ def test_tokenize_detokenize_health_docs(server):
             "/extras/tokenize", "/extras/detokenize", "/health"} <= set(paths)
 
 
+def test_chat_page_is_served(server):
+    r = httpx.get(f"{server.url}/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "v1/chat/completions" in r.text   # the browser test (test_server_chat_page) drives it
+
+
 def test_a_follow_up_turn_only_evaluates_what_is_new(server):
     first = post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 8,
                                                   "temperature": 0}).json()
