@@ -571,7 +571,7 @@ def cmd_quantize(args) -> int:
         if chatty:
             print(f"[{i:4d}/{n:4d}] {line}", file=sys.stderr)
     started = time.perf_counter()
-    result = quantize_model(args.input, args.output, args.type,
+    result = quantize_model(models.resolve(args.input), args.output, args.type,
                             allow_requantize=args.allow_requantize, pure=args.pure,
                             leave_output_tensor=args.leave_output_tensor,
                             output_tensor_type=args.output_tensor_type,
@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads (default: the physical cores)")
     p.set_defaults(func=cmd_perplexity)
     p = sub.add_parser("quantize", help="rewrite a GGUF model in another type (llama.cpp's mixes)")
-    p.add_argument("input", help="the GGUF model to read")
+    p.add_argument("input", help="the GGUF model to read: a path or a catalogue name")
     p.add_argument("output", help="the GGUF file to write")
     p.add_argument("type", help="Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, "
                                 "Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 "
