@@ -153,7 +153,8 @@ def _architecture(hf_dir: Path, config: dict) -> str:
 
 def _hparams(hf_dir: Path, config: dict) -> _Hparams:
     def count(key: str, default: Any = None) -> int:
-        value = config.get(key, default)
+        value = config.get(key)
+        value = default if value is None else value
         if type(value) is not int or value <= 0:
             raise CheckpointError(f"{hf_dir / 'config.json'}: {key} is {value!r}, not a "
                                   "positive integer")
@@ -260,6 +261,10 @@ def _gguf_tensors(hf_dir: Path, files: list[SafetensorsFile], arch: str,
                 raise CheckpointError(f"{f.path}: tensor {hf_name!r} has shape {list(t.shape)}; "
                                       f"config.json makes it {list(expected)}")
             out[name] = t
+    if hp.n_layer * len(_REQUIRED_LAYER) > len(out):
+        raise CheckpointError(f"{hf_dir}: config.json's {hp.n_layer} layers need "
+                              f"{hp.n_layer * len(_REQUIRED_LAYER)} layer tensors; the "
+                              f"safetensors files hold {len(out)} tensors in all")
     required = ["token_embd.weight", "output_norm.weight"] + [
         f"blk.{i}.{n}" for i in range(hp.n_layer) for n in _REQUIRED_LAYER]
     missing = [n for n in required if n not in out]
@@ -309,8 +314,10 @@ def _add_metadata(w: GGUFWriter, hf_dir: Path, config: dict, arch: str, hp: _Hpa
     """general.* and <arch>.* keys, in llama.cpp's order and types."""
     w.add_metadata("general.architecture", arch)
     w.add_metadata("general.type", "model")
-    generation = read_json(hf_dir / "generation_config.json") if (
-        hf_dir / "generation_config.json").is_file() else None
+    try:
+        generation = read_json(hf_dir / "generation_config.json")
+    except CheckpointError:
+        generation = None   # llama.cpp passes over a broken one too
     for key, (gguf_key, vtype) in _SAMPLING.items():
         value = generation.get(key) if isinstance(generation, dict) else None
         if _fits(value, vtype):
@@ -327,7 +334,7 @@ def _add_metadata(w: GGUFWriter, hf_dir: Path, config: dict, arch: str, hp: _Hpa
     w.add_metadata(f"{a}.embedding_length", hp.n_embd, "uint32")
     w.add_metadata(f"{a}.feed_forward_length", hp.n_ff, "uint32")
     w.add_metadata(f"{a}.attention.head_count", hp.n_head, "uint32")
-    if "num_key_value_heads" in config:
+    if config.get("num_key_value_heads") is not None:
         w.add_metadata(f"{a}.attention.head_count_kv", hp.n_head_kv, "uint32")
     rope = _rope_parameters(config)
     _add_rope_scaling(w, a, rope)
@@ -336,7 +343,7 @@ def _add_metadata(w: GGUFWriter, hf_dir: Path, config: dict, arch: str, hp: _Hpa
     eps = config.get("rms_norm_eps", config.get("norm_eps"))
     if _fits(eps, "float32"):
         w.add_metadata(f"{a}.attention.layer_norm_rms_epsilon", float(eps), "float32")
-    if "head_dim" in config:
+    if config.get("head_dim") is not None:
         w.add_metadata(f"{a}.attention.key_length", hp.head_dim, "uint32")
         w.add_metadata(f"{a}.attention.value_length", hp.head_dim, "uint32")
     w.add_metadata("general.file_type", OUTTYPES[outtype][1], "uint32")
@@ -383,21 +390,23 @@ def _llama3_rope_factors(rope: dict, head_dim: int) -> Optional[np.ndarray]:
     """Llama 3.1's per-frequency rope divisors (rope_freqs.weight), or None."""
     if str(rope.get("rope_type", "")).lower() != "llama3":
         return None
+    # float32 throughout, as llama.cpp computes them (in torch)
+    f32 = np.float32
     base = float(rope.get("rope_theta", 10000.0))
-    factor = float(rope.get("factor", 8.0))
-    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
-    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
-    freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    factor = f32(rope.get("factor", 8.0))
+    low, high = f32(rope.get("low_freq_factor", 1.0)), f32(rope.get("high_freq_factor", 4.0))
+    old_ctx = f32(rope.get("original_max_position_embeddings", 8192))
+    freqs = f32(1.0) / (f32(base) ** (np.arange(0, head_dim, 2, dtype=f32) / f32(head_dim)))
     out = []
-    for freq in freqs.astype(np.float64):
-        wavelen = 2 * math.pi / freq
+    for freq in freqs:
+        wavelen = f32(2 * math.pi) / freq
         if wavelen < old_ctx / high:
-            out.append(1.0)
+            out.append(f32(1.0))
         elif wavelen > old_ctx / low:
             out.append(factor)
         else:
             smooth = (old_ctx / wavelen - low) / (high - low)
-            out.append(1 / ((1 - smooth) / factor + smooth))
+            out.append(f32(1.0) / ((f32(1.0) - smooth) / factor + smooth))
     return np.array(out, dtype=np.float32)
 
 

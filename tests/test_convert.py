@@ -568,3 +568,80 @@ def test_reader_values_and_bf16(tmp_path):
 def test_bad_outtype_and_output(qwen2_dir, tmp_path):
     with pytest.raises(LlamaliteError, match="unknown output type 'q4_0'"):
         convert(qwen2_dir, tmp_path / "x.gguf", "q4_0")
+
+
+def test_cli_shows_each_tensor_on_a_terminal(qwen2_dir, tmp_path):
+    import pty
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    try:
+        r = subprocess.run([sys.executable, "-m", "llamalite", "convert", str(qwen2_dir),
+                            str(tmp_path / "t.gguf")], stdout=subprocess.PIPE, stderr=slave,
+                           env=env, text=True, timeout=120)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # the terminal closed: everything has been read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0
+    lines = shown.decode().splitlines()
+    assert len(lines) == 26
+    assert lines[0].startswith("[   1/  26] token_embd.weight,")
+    assert lines[0].endswith("F16 --> F16, shape = {64, 328}")
+    assert any("blk.0.attn_q.bias," in ln and ln.endswith(" F16 --> F32, shape = {64}")
+               for ln in lines)
+
+
+def test_llama3_rope_scaling_writes_rope_freqs(llama_dir, tmp_path):
+    d = _broken_copy(llama_dir, tmp_path / "llama3")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    _write_json(d / "config.json", cfg)
+    convert(d, tmp_path / "l3.gguf", "f32")
+    with GGUFReader(tmp_path / "l3.gguf") as r:
+        t = r.tensors["rope_freqs.weight"]
+        assert list(r.tensors)[0] == "rope_freqs.weight" and t.type == GGMLType.F32
+        factors = t.data.view(np.float32)
+        assert "llama.rope.scaling.type" not in r.metadata
+    # high frequencies (short wavelengths) are left alone, low ones divided by the factor,
+    # the ones between blend smoothly
+    hd = cfg["head_dim"]
+    wavelen = 2 * np.pi * 10000.0 ** (np.arange(0, hd, 2) / hd)
+    assert len(factors) == hd // 2
+    assert np.all(factors[wavelen < 64 / 4] == 1) and np.all(factors[wavelen > 64] == 8)
+    middle = factors[(wavelen >= 16) & (wavelen <= 64)]
+    assert middle.size and np.all((middle > 1) & (middle < 8)) and np.all(np.diff(middle) > 0)
+
+
+def test_linear_rope_scaling_keys(llama_dir, tmp_path):
+    d = _broken_copy(llama_dir, tmp_path / "linear")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    _write_json(d / "config.json", cfg)
+    convert(d, tmp_path / "lin.gguf", "f32")
+    with GGUFReader(tmp_path / "lin.gguf") as r:
+        assert r.metadata["llama.rope.scaling.type"] == "linear"
+        assert r.metadata["llama.rope.scaling.factor"] == 2.0
+
+
+def test_hostile_config_counts(qwen2_dir, tmp_path):
+    d = _broken_copy(qwen2_dir, tmp_path / "layers")
+    cfg = json.loads((d / "config.json").read_text())
+    _write_json(d / "config.json", dict(cfg, num_hidden_layers=10**12))
+    with pytest.raises(CheckpointError, match="layers need"):
+        convert(d, tmp_path / "x.gguf")
+    for key, value in (("hidden_size", -1), ("vocab_size", "many"), ("num_attention_heads", 0)):
+        _write_json(d / "config.json", dict(cfg, **{key: value}))
+        with pytest.raises(CheckpointError, match=f"{key} is {value!r}, not a positive"):
+            convert(d, tmp_path / "x.gguf")
+    _write_json(d / "config.json", dict(cfg, vocab_size=10**9))
+    with pytest.raises(CheckpointError, match="config.json makes it"):
+        convert(d, tmp_path / "x.gguf")
