@@ -37,6 +37,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% endif %}")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_REGEX = QWEN2_REGEX.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 
 
 # --- writing checkpoints -------------------------------------------------------
@@ -52,13 +53,24 @@ def _train_sentencepiece(path: Path) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(path))
 
 
-def _train_bpe(path: Path):
-    """A Qwen2-style byte-level BPE tokenizer.json."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+def _pre_tokenizer(kind: str):
+    """The pre_tokenizer of each byte-level BPE family llamalite converts."""
+    from tokenizers import Regex, pre_tokenizers as pt
+    if kind == "gpt-2":
+        return pt.ByteLevel(add_prefix_space=False, use_regex=True)
+    if kind == "smollm":
+        return pt.Sequence([pt.Digits(individual_digits=True),
+                            pt.ByteLevel(add_prefix_space=False, use_regex=True)])
+    regex = {"qwen2": QWEN2_REGEX, "llama-bpe": LLAMA3_REGEX}[kind]
+    return pt.Sequence([pt.Split(Regex(regex), behavior="isolated"),
+                        pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def _train_bpe(path: Path, kind: str = "qwen2"):
+    """A byte-level BPE tokenizer.json (Qwen2's pre-tokenizer unless told)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = _pre_tokenizer(kind)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=320, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -399,6 +411,20 @@ def test_bpe_tokenization(qwen2_dir, tmp_path):
     for text in PROMPTS + [TEXT, "<|im_start|>user\nhi<|im_end|>"]:
         assert llm.tokenize(text.encode(), special=True) == tok.encode(text).ids, text
         assert llm.detokenize(tok.encode(text).ids, special=True) == text.encode()
+
+
+@pytest.mark.parametrize("kind", ["gpt-2", "smollm", "llama-bpe"])
+def test_other_bpe_pre_tokenizers(kind, qwen2_dir, tmp_path):
+    """Each pre_tokenizer becomes the tokenizer.ggml.pre name that splits text
+    as it does."""
+    d = _broken_copy(qwen2_dir, tmp_path / kind)
+    tok = _train_bpe(d / "tokenizer.json", kind)
+    convert(d, tmp_path / "x.gguf", "f16")
+    with GGUFReader(tmp_path / "x.gguf") as r:
+        assert r.metadata["tokenizer.ggml.pre"] == kind
+    llm = Llama(str(tmp_path / "x.gguf"), n_ctx=64, vocab_only=True, verbose=False)
+    for text in PROMPTS + [TEXT, "x 12345 y\n\n  z's"]:
+        assert llm.tokenize(text.encode(), add_bos=False) == tok.encode(text).ids, text
 
 
 # --- the command line ----------------------------------------------------------------
