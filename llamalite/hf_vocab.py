@@ -217,7 +217,8 @@ def _pre_tokenizer_name(path: Path, pre: Any) -> str:
         elif kind == "Digits":
             signature.append((kind, bool(step.get("individual_digits"))))
         elif kind == "Split":
-            signature.append((kind, (step.get("pattern") or {}).get("Regex")))
+            pattern = step.get("pattern")
+            signature.append((kind, pattern.get("Regex") if isinstance(pattern, dict) else None))
         else:
             signature.append((kind,))
     name = _PRE_TOKENIZERS.get(tuple(signature))
@@ -299,21 +300,26 @@ def _post_processor(post: Any, tok_config: dict | None, add: dict) -> None:
     eos = (tok_config or {}).get("eos_token")
     bos = bos.get("content") if isinstance(bos, dict) else bos
     eos = eos.get("content") if isinstance(eos, dict) else eos
-    for proc in post.get("processors", [post]) if isinstance(post.get("processors", []), list) \
-            else []:
+    processors = post.get("processors", [post])
+    for proc in processors if isinstance(processors, list) else []:
         kind = proc.get("type") if isinstance(proc, dict) else None
         if kind == "ByteLevel":
             add.setdefault("bos", False)
             add.setdefault("eos", False)
         elif kind == "TemplateProcessing":
-            single = proc.get("single") or []
-            if len(single) > 1 and isinstance(single[0], dict) and isinstance(single[-1], dict):
-                first = (single[0].get("SpecialToken") or {}).get("id")
-                last = (single[-1].get("SpecialToken") or {}).get("id")
+            single = proc.get("single")
+            if isinstance(single, list) and len(single) > 1:
+                first, last = _template_token(single[0]), _template_token(single[-1])
                 if first:
                     add["bos"] = first == bos or tok_config is None
                 if last:
                     add["eos"] = last == eos or tok_config is None
+
+
+def _template_token(item: Any) -> Any:
+    """The id of a TemplateProcessing {"SpecialToken": {"id": ...}} item, else None."""
+    special = item.get("SpecialToken") if isinstance(item, dict) else None
+    return special.get("id") if isinstance(special, dict) else None
 
 
 def _chat_template(hf_dir: Path, tok_config: dict) -> Any:

@@ -671,3 +671,48 @@ def test_hostile_config_counts(qwen2_dir, tmp_path):
     _write_json(d / "config.json", dict(cfg, vocab_size=10**9))
     with pytest.raises(CheckpointError, match="config.json makes it"):
         convert(d, tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("file, key, value", [
+    ("tokenizer.json", "added_tokens", "x"),
+    ("tokenizer.json", "added_tokens", [{"id": -1, "content": "a"}]),
+    ("tokenizer.json", "added_tokens", [{"id": 10**9, "content": "a"}]),
+    ("tokenizer.json", "model", {"type": "BPE", "vocab": {"a": "b"}, "merges": []}),
+    ("tokenizer.json", "model", {"type": "WordPiece", "vocab": {}}),
+    ("tokenizer.json", "model", {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]}),
+    ("tokenizer.json", "pre_tokenizer", {"type": "Split", "pattern": "x"}),
+    ("tokenizer.json", "pre_tokenizer", [1, 2]),
+    ("tokenizer.json", "post_processor", {"type": "TemplateProcessing", "single": {"a": 1}}),
+    ("tokenizer.json", "post_processor", {"processors": [{"type": "TemplateProcessing",
+                                                          "single": ["x", {"SpecialToken": 3}]}]}),
+    ("tokenizer_config.json", "chat_template", 7),
+    ("tokenizer_config.json", "chat_template", [{"name": "tool use", "template": "t"}, "x"]),
+    ("tokenizer_config.json", "eos_token", {"content": 5}),
+    ("tokenizer_config.json", None, [1]),
+    ("config.json", "eos_token_id", -3),
+])
+def test_malformed_tokenizer_files_fail_cleanly(qwen2_dir, tmp_path, file, key, value):
+    """Odd tokenizer files either convert or raise a llamalite error naming the
+    file; never a TypeError or KeyError from deep inside."""
+    d = _broken_copy(qwen2_dir, tmp_path / "tok")
+    if key is None:
+        _write_json(d / file, value)
+    else:
+        _write_json(d / file, dict(json.loads((d / file).read_text()), **{key: value}))
+    try:
+        convert(d, tmp_path / "x.gguf")
+    except LlamaliteError as e:
+        assert file in str(e)
+
+
+def test_named_chat_templates(qwen2_dir, tmp_path):
+    d = _broken_copy(qwen2_dir, tmp_path / "templates")
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = [{"name": "default", "template": "D"},
+                            {"name": "tool use", "template": "T"}]
+    _write_json(d / "tokenizer_config.json", cfg)
+    convert(d, tmp_path / "x.gguf")
+    with GGUFReader(tmp_path / "x.gguf") as r:
+        assert r.metadata["tokenizer.chat_template"] == "D"
+        assert r.metadata["tokenizer.chat_template.tool_use"] == "T"
+        assert r.metadata["tokenizer.chat_templates"] == ["tool_use"]
