@@ -437,7 +437,7 @@ def _cli(*args, cwd=None):
 
 def test_cli_converts(qwen2_dir, tmp_path):
     out = tmp_path / "cli.gguf"
-    r = _cli("convert", qwen2_dir, out, "--outtype", "q8_0")
+    r = _cli("convert", qwen2_dir, "--outfile", out, "--outtype", "q8_0")
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""                      # no progress lines when not on a terminal
     assert f"wrote {out}: qwen2, 26 tensors" in r.stdout
@@ -468,6 +468,9 @@ def test_cli_errors(qwen2_dir, tmp_path):
     empty.mkdir()
     assert "config.json: missing" in _error_line(_cli("convert", empty, out))
     assert "invalid choice" in _error_line(_cli("convert", qwen2_dir, out, "--outtype", "q4_0"))
+    assert "name the GGUF file to write once" in _error_line(_cli("convert", qwen2_dir))
+    assert "name the GGUF file to write once" in _error_line(
+        _cli("convert", qwen2_dir, out, "--outfile", out))
     gpt2 = _broken_copy(qwen2_dir, tmp_path / "gpt2")
     cfg = json.loads((gpt2 / "config.json").read_text())
     _write_json(gpt2 / "config.json", dict(cfg, architectures=["GPT2LMHeadModel"]))
