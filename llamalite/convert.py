@@ -42,6 +42,7 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 OUTTYPES = {"f32": (GGMLType.F32, 0), "f16": (GGMLType.F16, 1),
             "bf16": (GGMLType.BF16, 32), "q8_0": (GGMLType.Q8_0, 7)}
 GGML_QUANT_VERSION = 2
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight",
                  "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
@@ -66,6 +67,10 @@ _SAMPLING = {"sequence": ("sequence", "string"), "top_k": ("top_k", "int32"),
              "repetition_penalty": ("penalty_repeat", "float32"),
              "mirostat": ("mirostat", "int32"), "mirostat_tau": ("mirostat_tau", "float32"),
              "mirostat_eta": ("mirostat_eta", "float32")}
+
+# config.json's context length, under the first of these names it has
+_CONTEXT_KEYS = ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
+                 "max_sequence_length", "model_max_length")
 
 Progress = Callable[[int, int, str, str], None]
 
@@ -118,8 +123,12 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str
         tensors = _gguf_tensors(hf_dir, files, arch, hp)
         writer = GGUFWriter(out)
         _add_metadata(writer, hf_dir, config, arch, hp, outtype)
-        for key, (value, vtype) in vocab_metadata(hf_dir, config, arch).entries.items():
-            writer.add_metadata(key, value, vtype)
+        vocab = vocab_metadata(hf_dir, config, arch)
+        for key, (value, vtype) in vocab.entries.items():
+            try:
+                writer.add_metadata(key, value, vtype)
+            except ValueError as e:   # e.g. a token text that is not valid Unicode
+                raise CheckpointError(f"{hf_dir}: {key} from the tokenizer files: {e}") from None
         n_tensors = _add_tensors(writer, tensors, config, arch, hp, OUTTYPES[outtype][0],
                                  progress)
         try:
@@ -135,7 +144,7 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str
 def _check_output(out: Path) -> None:
     if out.is_dir():
         raise LlamaliteError(f"cannot write {out}: it is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent
     if not parent.is_dir():
         raise LlamaliteError(f"cannot write {out}: no directory {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -231,13 +240,14 @@ def _gguf_name(hf_name: str, n_layer: int) -> Optional[str]:
 def _expected_shape(name: str, hp: _Hparams) -> tuple:
     q_rows, kv_rows = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
     base = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
-    rows = {"token_embd": (hp.n_vocab, hp.n_embd), "output": (hp.n_vocab, hp.n_embd),
-            "output_norm": (hp.n_embd,), "attn_norm": (hp.n_embd,), "ffn_norm": (hp.n_embd,),
-            "attn_q": (q_rows, hp.n_embd), "attn_k": (kv_rows, hp.n_embd),
-            "attn_v": (kv_rows, hp.n_embd), "attn_output": (hp.n_embd, q_rows),
-            "ffn_gate": (hp.n_ff, hp.n_embd), "ffn_up": (hp.n_ff, hp.n_embd),
-            "ffn_down": (hp.n_embd, hp.n_ff)}[base]
-    return rows[:1] if name.endswith(".bias") else rows
+    shapes = {"token_embd": (hp.n_vocab, hp.n_embd), "output": (hp.n_vocab, hp.n_embd),
+              "output_norm": (hp.n_embd,), "attn_norm": (hp.n_embd,), "ffn_norm": (hp.n_embd,),
+              "attn_q": (q_rows, hp.n_embd), "attn_k": (kv_rows, hp.n_embd),
+              "attn_v": (kv_rows, hp.n_embd), "attn_output": (hp.n_embd, q_rows),
+              "ffn_gate": (hp.n_ff, hp.n_embd), "ffn_up": (hp.n_ff, hp.n_embd),
+              "ffn_down": (hp.n_embd, hp.n_ff)}
+    shape = shapes[base]
+    return shape[:1] if name.endswith(".bias") else shape
 
 
 def _gguf_tensors(hf_dir: Path, files: list[SafetensorsFile], arch: str,
@@ -301,7 +311,8 @@ def _rope_parameters(config: dict) -> dict:
     params = config.get("rope_parameters", config.get("rope_scaling")) or {}
     if not isinstance(params, dict):
         return {}
-    params = dict(params.get("full_attention", params))
+    params = params.get("full_attention", params)
+    params = dict(params) if isinstance(params, dict) else {}
     if "rope_theta" not in params and "rope_theta" in config:
         params["rope_theta"] = config["rope_theta"]
     if "rope_type" not in params and "type" in params:
@@ -325,12 +336,9 @@ def _add_metadata(w: GGUFWriter, hf_dir: Path, config: dict, arch: str, hp: _Hpa
     w.add_metadata("general.name", _model_name(hf_dir, config))
     a = arch
     w.add_metadata(f"{a}.block_count", hp.n_layer, "uint32")
-    for key, names in (("context_length", ("max_position_embeddings", "n_ctx", "n_positions",
-                                           "max_length", "max_sequence_length",
-                                           "model_max_length")),):
-        value = next((config[n] for n in names if n in config), None)
-        if _fits(value, "uint32"):
-            w.add_metadata(f"{a}.{key}", value, "uint32")
+    n_ctx = next((config[n] for n in _CONTEXT_KEYS if n in config), None)
+    if _fits(n_ctx, "uint32"):
+        w.add_metadata(f"{a}.context_length", n_ctx, "uint32")
     w.add_metadata(f"{a}.embedding_length", hp.n_embd, "uint32")
     w.add_metadata(f"{a}.feed_forward_length", hp.n_ff, "uint32")
     w.add_metadata(f"{a}.attention.head_count", hp.n_head, "uint32")
@@ -362,7 +370,14 @@ def _fits(value: Any, vtype: str) -> bool:
         return isinstance(value, int) and 0 <= value < 2**32
     if vtype == "int32":
         return isinstance(value, int) and -2**31 <= value < 2**31
-    return math.isfinite(value)
+    return math.isfinite(value) and abs(value) <= _FLOAT32_MAX
+
+
+def _number(rope: dict, key: str, default: float) -> np.float32:
+    value = rope.get(key, default)
+    if not _fits(value, "float32"):
+        raise CheckpointError(f"config.json: rope scaling {key} is {value!r}, not a number")
+    return np.float32(value)
 
 
 def _add_rope_scaling(w: GGUFWriter, a: str, rope: dict) -> None:
@@ -392,11 +407,10 @@ def _llama3_rope_factors(rope: dict, head_dim: int) -> Optional[np.ndarray]:
         return None
     # float32 throughout, as llama.cpp computes them (in torch)
     f32 = np.float32
-    base = float(rope.get("rope_theta", 10000.0))
-    factor = f32(rope.get("factor", 8.0))
-    low, high = f32(rope.get("low_freq_factor", 1.0)), f32(rope.get("high_freq_factor", 4.0))
-    old_ctx = f32(rope.get("original_max_position_embeddings", 8192))
-    freqs = f32(1.0) / (f32(base) ** (np.arange(0, head_dim, 2, dtype=f32) / f32(head_dim)))
+    base, factor = _number(rope, "rope_theta", 10000.0), _number(rope, "factor", 8.0)
+    low, high = _number(rope, "low_freq_factor", 1.0), _number(rope, "high_freq_factor", 4.0)
+    old_ctx = _number(rope, "original_max_position_embeddings", 8192)
+    freqs = f32(1.0) / (base ** (np.arange(0, head_dim, 2, dtype=f32) / f32(head_dim)))
     out = []
     for freq in freqs:
         wavelen = f32(2 * math.pi) / freq

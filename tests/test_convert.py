@@ -741,3 +741,26 @@ def test_mutated_headers_raise_only_checkpoint_errors(tmp_path):
         except CheckpointError:
             pass
     check()
+
+
+def test_token_text_that_is_not_unicode(qwen2_dir, tmp_path):
+    d = _broken_copy(qwen2_dir, tmp_path / "surrogate")
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["added_tokens"].append({"id": 325, "content": "\ud800", "special": True})
+    _write_json(d / "tokenizer.json", tj)    # json.dumps writes the lone surrogate escaped
+    with pytest.raises(CheckpointError, match="tokenizer.ggml.tokens from the tokenizer files"):
+        convert(d, tmp_path / "x.gguf")
+
+
+def test_rope_scaling_values_must_be_numbers(llama_dir, tmp_path):
+    d = _broken_copy(llama_dir, tmp_path / "rope")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "llama3", "factor": "big"}
+    _write_json(d / "config.json", cfg)
+    with pytest.raises(CheckpointError, match="rope scaling factor is 'big', not a number"):
+        convert(d, tmp_path / "x.gguf")
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    _write_json(d / "config.json", cfg)
+    with pytest.raises(CheckpointError, match="yarn rope scaling needs"):
+        convert(d, tmp_path / "x.gguf")
+
