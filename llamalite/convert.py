@@ -302,9 +302,12 @@ def _title(model_id: str) -> str:
 
 def _model_name(hf_dir: Path, config: dict) -> str:
     name_or_path = config.get("_name_or_path")
-    if isinstance(name_or_path, str) and name_or_path.strip() and name_or_path.count("/") <= 1:
+    if (_fits(name_or_path, "string") and name_or_path.strip()
+            and name_or_path.count("/") <= 1):
         return _title(name_or_path.split("/")[-1])
-    return _title(hf_dir.resolve().name) or "model"
+    # a directory name that is not UTF-8 reaches Python with surrogates: shown as '?'
+    name = hf_dir.resolve().name.encode("utf-8", "replace").decode("utf-8")
+    return _title(name) or "model"
 
 
 def _rope_parameters(config: dict) -> dict:
@@ -363,7 +366,13 @@ def _add_metadata(w: GGUFWriter, hf_dir: Path, config: dict, arch: str, hp: _Hpa
 
 def _fits(value: Any, vtype: str) -> bool:
     if vtype == "string":
-        return isinstance(value, str)
+        if not isinstance(value, str):
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:   # a lone surrogate, as JSON's "\ud800" reads
+            return False
+        return True
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     if vtype == "uint32":

@@ -693,6 +693,9 @@ def test_hostile_config_counts(qwen2_dir, tmp_path):
     ("tokenizer_config.json", "eos_token", {"content": 5}),
     ("tokenizer_config.json", None, [1]),
     ("config.json", "eos_token_id", -3),
+    ("config.json", "_name_or_path", "org/\ud800"),
+    ("generation_config.json", "sequence", "\udfff"),
+    ("generation_config.json", "top_k", 10**20),
 ])
 def test_malformed_tokenizer_files_fail_cleanly(qwen2_dir, tmp_path, file, key, value):
     """Odd tokenizer files either convert or raise a llamalite error naming the
@@ -701,7 +704,8 @@ def test_malformed_tokenizer_files_fail_cleanly(qwen2_dir, tmp_path, file, key, 
     if key is None:
         _write_json(d / file, value)
     else:
-        _write_json(d / file, dict(json.loads((d / file).read_text()), **{key: value}))
+        old = json.loads((d / file).read_text()) if (d / file).is_file() else {}
+        _write_json(d / file, dict(old, **{key: value}))
     try:
         convert(d, tmp_path / "x.gguf")
     except LlamaliteError as e:
