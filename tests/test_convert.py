@@ -23,8 +23,6 @@ from llamalite.gguf import GGUFReader
 from llamalite.quants import GGMLType
 from llamalite.safetensors_reader import DTYPE_SIZES, SafetensorsFile
 
-tokenizers = pytest.importorskip("tokenizers")
-
 TEXT = ("The quick brown fox jumps over the lazy dog. A small model reads a few words, "
         "counts 1 2 3 45 678, and writes them back: hello, world! Rivers run to the sea; "
         "the sea is never full. What is written stays written. ")
@@ -356,7 +354,7 @@ def test_qwen2_tensors_are_not_permuted(qwen2_f16, qwen2_dir):
 
 def test_quantized_bytes_are_gguf_packages(llama_dir, tmp_path):
     """Q8_0 and BF16 bytes as the gguf package (llama.cpp's converter) makes them."""
-    gguf = pytest.importorskip("gguf")
+    import gguf
     src = _source_weights(llama_dir)["model.layers.0.mlp.up_proj.weight"].astype(np.float32)
     for outtype, qtype in (("q8_0", gguf.GGMLQuantizationType.Q8_0),
                            ("bf16", gguf.GGMLQuantizationType.BF16)):
