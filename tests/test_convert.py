@@ -433,15 +433,19 @@ def _cli(*args, cwd=None):
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_converts(qwen2_dir, tmp_path):
-    out = tmp_path / "cli.gguf"
-    r = _cli("convert", qwen2_dir, "--outfile", out, "--outtype", "q8_0")
+@pytest.mark.parametrize("model, args, n_tensors", [
+    ("qwen2", ["--outfile", "{out}", "--outtype", "q8_0"], 26),
+    ("llama", ["{out}", "--outtype", "f32"], 21),
+])
+def test_cli_converts(model, args, n_tensors, llama_dir, qwen2_dir, tmp_path):
+    d, out = (llama_dir if model == "llama" else qwen2_dir), tmp_path / "cli.gguf"
+    r = _cli("convert", d, *[a.format(out=out) for a in args])
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""                      # no progress lines when not on a terminal
-    assert f"wrote {out}: qwen2, 26 tensors" in r.stdout
-    ids = [5, 60, 7, 100, 33]
-    err = _relative_error(_llamalite_logits(out, ids), hf_forward(qwen2_dir, ids))
-    assert err < TOLERANCE["q8_0"]
+    assert f"wrote {out}: {model}, {n_tensors} tensors" in r.stdout
+    ids = [1, 60, 7, 100, 33]
+    err = _relative_error(_llamalite_logits(out, ids), hf_forward(d, ids))
+    assert err < TOLERANCE[args[-1]]
 
 
 def _broken_copy(src: Path, dst: Path) -> Path:
