@@ -93,13 +93,13 @@ def vocab_metadata(hf_dir: Path, config: dict, arch: str) -> Vocab:
     tokenizer_json = read_json(hf_dir / "tokenizer.json")
     if (hf_dir / "tokenizer.model").is_file():
         n_vocab = _sentencepiece(vocab, hf_dir, config, tok_config)
-        merges = False
+        with_merges = False
     elif tokenizer_json is not None:
         n_vocab = _byte_level_bpe(vocab, hf_dir / "tokenizer.json", tokenizer_json, config)
-        merges = True
+        with_merges = True
     else:
         raise CheckpointError(f"{hf_dir}: no tokenizer.model or tokenizer.json")
-    _special_tokens(vocab, hf_dir, config, tok_config, tokenizer_json, n_vocab, merges)
+    _special_tokens(vocab, hf_dir, config, tok_config, tokenizer_json, n_vocab, with_merges)
     # llama.cpp's rule for Granite's small models, which any llama of 49152 tokens meets
     if arch == "llama" and config.get("vocab_size") == 49152:
         vocab.add("tokenizer.ggml.add_bos_token", False, "bool")
