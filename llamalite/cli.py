@@ -517,7 +517,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llamalite: error: {message}\n")
 
 
-SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize")
+SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize", "convert")
 
 
 def cmd_perplexity(args) -> int:
@@ -582,6 +582,23 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """convert_hf_to_gguf.py: one line per tensor on a terminal, then where
+    the file went and its size."""
+    from .convert import convert
+    if (args.output is None) == (args.outfile is None):
+        raise LlamaliteError("name the GGUF file to write once: as OUTPUT or with --outfile")
+    chatty = sys.stderr.isatty()
+
+    def show(i, n, name, line):
+        if chatty:
+            print(f"[{i:4d}/{n:4d}] {line}", file=sys.stderr)
+    result = convert(args.hf_dir, args.output or args.outfile, args.outtype, progress=show)
+    print(f"wrote {_shown(result.path)}: {result.architecture}, {result.n_tensors} tensors, "
+          f"{result.size / 2**20:.2f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m llamalite",
                      description="Run LLaMA-family GGUF models on the CPU. Without a "
@@ -626,6 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-tensor-type", metavar="T", help="the type of output.weight")
     p.add_argument("--token-embedding-type", metavar="T", help="the type of token_embd.weight")
     p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("convert", help="a Hugging Face Llama/Qwen2 checkpoint to GGUF "
+                                       "(as llama.cpp's convert_hf_to_gguf.py)")
+    p.add_argument("hf_dir", help="the checkpoint directory (config.json, *.safetensors, "
+                                  "tokenizer.model or tokenizer.json)")
+    p.add_argument("output", nargs="?", help="the GGUF file to write")
+    p.add_argument("--outfile", help="the GGUF file to write (llama.cpp's spelling of OUTPUT)")
+    p.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0"),
+                   help="the type of the weight matrices; norms stay f32 (default f16)")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
