@@ -28,3 +28,9 @@ class ChatTemplateError(LlamaliteError, ValueError):
     """A chat template does not compile, raised (raise_exception), ran past
     its time or size budget, or reached for what the sandbox forbids; the
     message says which."""
+
+
+class CheckpointError(LlamaliteError, ValueError):
+    """A Hugging Face checkpoint to convert (config, safetensors, tokenizer
+    files) is missing a part, malformed or hostile; the message names the
+    file and the tensor or key."""
