@@ -373,31 +373,32 @@ FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 /* ---- legacy formats against Q8_0 / Q8_1 --------------------------------------- */
 
 /* Each type's integer dot of one block with 32 activation bytes, as 8 int32
- * partial sums. */
-static inline __m256i block_dot_q4_0(const block_q4_0 *x, const int8_t *yq) {
+ * partial sums, in two steps: the block's weights as 32 bytes (W_*), then
+ * their dot with the activations (DOT_*). A matmul against several
+ * activation rows unpacks each weight block once (LEGACY_DOT4). */
+static inline __m256i w_q4_0(const block_q4_0 *x) { return nibbles_x16_32(x->qs); }
+static inline __m256i dot_w_q4_0(__m256i w, const int8_t *yq) {
     const __m256i offset = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8((char)(8 * HI_LANE_SCALE)));
-    return dot4_offset(nibbles_x16_32(x->qs), offset, load256(yq));
+    return dot4_offset(w, offset, load256(yq));
 }
 /* Q5_0 / Q5_1's unsigned 5-bit quants: nibble | bit k of qh << 4 */
 static inline __m256i q5_quants(const uint8_t *qs, const uint8_t *qh) {
     return _mm256_or_si256(nibbles_32(qs), _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10)));
 }
-static inline __m256i block_dot_q5_0(const block_q5_0 *x, const int8_t *yq) {
-    return dot4_offset(q5_quants(x->qs, x->qh), _mm256_set1_epi8(16), load256(yq));
+static inline __m256i w_q5_0(const block_q5_0 *x) { return q5_quants(x->qs, x->qh); }
+static inline __m256i dot_w_q5_0(__m256i w, const int8_t *yq) {
+    return dot4_offset(w, _mm256_set1_epi8(16), load256(yq));
 }
-static inline __m256i block_dot_q8_0(const block_q8_0 *x, const int8_t *yq) {
-    return dot4_i8_i8(load256(x->qs), load256(yq));
-}
-static inline __m256i block_dot_iq4_nl(const block_iq4_nl *x, const int8_t *yq) {
+/* the signed types keep |w| and move w's signs onto the activations */
+static inline __m256i w_q8_0(const block_q8_0 *x) { return load256(x->qs); }
+static inline __m256i dot_w_i8(__m256i w, const int8_t *yq) { return dot4_i8_i8(w, load256(yq)); }
+static inline __m256i w_iq4_nl(const block_iq4_nl *x) {
     const __m256i table = _mm256_broadcastsi128_si256(load128(ll_iq4nl_values));
-    return dot4_i8_i8(_mm256_shuffle_epi8(table, nibbles_32(x->qs)), load256(yq));
+    return _mm256_shuffle_epi8(table, nibbles_32(x->qs));
 }
-static inline __m256i block_dot_q4_1(const block_q4_1 *x, const int8_t *yq) {
-    return dot4_u8_i8(nibbles_x16_32(x->qs), load256(yq));
-}
-static inline __m256i block_dot_q5_1(const block_q5_1 *x, const int8_t *yq) {
-    return dot4_u8_i8(q5_quants(x->qs, x->qh), load256(yq));
-}
+static inline __m256i w_q4_1(const block_q4_1 *x) { return nibbles_x16_32(x->qs); }
+static inline __m256i w_q5_1(const block_q5_1 *x) { return q5_quants(x->qs, x->qh); }
+static inline __m256i dot_w_u8(__m256i w, const int8_t *yq) { return dot4_u8_i8(w, load256(yq)); }
 
 static inline uint16_t half_at(const void *p) {
     uint16_t h;
@@ -434,7 +435,7 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
  * (three uops, two of them on the one shuffle port) and permuting the scales
  * to match. X16: BLOCK_DOT's upper lane is 16 times too large (nibbles_x16_32),
  * undone once on the sum. */
-#define LEGACY_DOT(name, block_t, act_t, BLOCK_DOT, HAS_MIN, X16)                      \
+#define LEGACY_DOT(name, block_t, act_t, W, DOT, HAS_MIN, X16)                       \
     static void name(int64_t n, float *s, const void *vx, const void *vy) {          \
         const block_t *x = vx;                                                        \
         const act_t *y = vy;                                                          \
@@ -451,7 +452,7 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
                 mins = _mm_add_ps(mins, half_products_4((const uint8_t *)&x[b] + 2, sizeof *x, \
                                                         (const uint8_t *)&y[b] + 2, sizeof *y)); \
             for (int k = 0; k < 4; k++) {                                             \
-                const __m256 p = _mm256_cvtepi32_ps(BLOCK_DOT(&x[b + k], y[b + k].qs)); \
+                const __m256 p = _mm256_cvtepi32_ps(DOT(W(&x[b + k]), y[b + k].qs));  \
                 acc[k & 1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k & 1]); \
             }                                                                         \
         }                                                                             \
@@ -459,7 +460,7 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
         for (; b < nb; b++) {                                                         \
             const uint8_t *xb = (const uint8_t *)&x[b], *yb = (const uint8_t *)&y[b]; \
             const float d = h2f(half_at(xb)) * h2f(half_at(yb));                      \
-            const __m256 p = _mm256_cvtepi32_ps(BLOCK_DOT(&x[b], y[b].qs));           \
+            const __m256 p = _mm256_cvtepi32_ps(DOT(W(&x[b]), y[b].qs));              \
             acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc[0]);                   \
             if (HAS_MIN) tail += h2f(half_at(xb + 2)) * h2f(half_at(yb + 2));         \
         }                                                                             \
@@ -468,15 +469,79 @@ static inline __m128 half_products_4(const uint8_t *x, size_t xs, const uint8_t 
         *s = hsum_ps(sum) + (hsum_ps128(mins) + tail);                                \
     }
 
+/* One weight row against four activation rows (y_stride bytes apart), each
+ * result to s[r * s_stride]: LEGACY_DOT's arithmetic, operation for operation,
+ * for each row (so the same bits as four calls of it), with each weight block
+ * unpacked once for the four. For prompt processing, where the unpacking is
+ * a third of a block's work. */
+#define LEGACY_DOT4(name, block_t, act_t, W, DOT, HAS_MIN, X16)                      \
+    static void name(int64_t n, float *s, int64_t s_stride, const void *vx,          \
+                     const void *vy, size_t y_stride) {                               \
+        const block_t *x = vx;                                                        \
+        const act_t *y[4];                                                            \
+        for (int r = 0; r < 4; r++) y[r] = (const act_t *)((const uint8_t *)vy + r * y_stride); \
+        const int64_t nb = n / 32;                                                    \
+        __m256 acc[4][2];                                                             \
+        __m128 mins[4];                                                               \
+        float tail[4];                                                                \
+        for (int r = 0; r < 4; r++) {                                                 \
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps();                              \
+            mins[r] = _mm_setzero_ps();                                               \
+            tail[r] = 0.0f;                                                           \
+        }                                                                             \
+        int64_t b = 0;                                                                \
+        for (; b + 4 <= nb; b += 4) {                                                 \
+            float d[4][4];                                                            \
+            for (int r = 0; r < 4; r++) {                                             \
+                _mm_storeu_ps(d[r], half_products_4((const uint8_t *)&x[b], sizeof *x, \
+                                                    (const uint8_t *)&y[r][b], sizeof *y[r])); \
+                if (HAS_MIN)                                                          \
+                    mins[r] = _mm_add_ps(mins[r], half_products_4(                    \
+                        (const uint8_t *)&x[b] + 2, sizeof *x,                        \
+                        (const uint8_t *)&y[r][b] + 2, sizeof *y[r]));                \
+            }                                                                         \
+            for (int k = 0; k < 4; k++) {                                             \
+                const __m256i w = W(&x[b + k]);                                       \
+                for (int r = 0; r < 4; r++) {                                         \
+                    const __m256 p = _mm256_cvtepi32_ps(DOT(w, y[r][b + k].qs));      \
+                    acc[r][k & 1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r][k]), p, \
+                                                    acc[r][k & 1]);                   \
+                }                                                                     \
+            }                                                                         \
+        }                                                                             \
+        for (; b < nb; b++) {                                                         \
+            const uint8_t *xb = (const uint8_t *)&x[b];                               \
+            const __m256i w = W(&x[b]);                                               \
+            for (int r = 0; r < 4; r++) {                                             \
+                const uint8_t *yb = (const uint8_t *)&y[r][b];                        \
+                const float d = h2f(half_at(xb)) * h2f(half_at(yb));                  \
+                const __m256 p = _mm256_cvtepi32_ps(DOT(w, y[r][b].qs));              \
+                acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc[r][0]);         \
+                if (HAS_MIN) tail[r] += h2f(half_at(xb + 2)) * h2f(half_at(yb + 2));  \
+            }                                                                         \
+        }                                                                             \
+        for (int r = 0; r < 4; r++) {                                                 \
+            __m256 sum = _mm256_add_ps(acc[r][0], acc[r][1]);                         \
+            if (X16) sum = scale_hi_lane(sum);                                        \
+            s[r * s_stride] = hsum_ps(sum) + (hsum_ps128(mins[r]) + tail[r]);         \
+        }                                                                             \
+    }
+
 static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2,
               "the Q8_1 dots read m and s at offset 2");
 
-LEGACY_DOT(dot_q4_0, block_q4_0, block_q8_0, block_dot_q4_0, 0, 1)
-LEGACY_DOT(dot_q5_0, block_q5_0, block_q8_0, block_dot_q5_0, 0, 0)
-LEGACY_DOT(dot_q8_0, block_q8_0, block_q8_0, block_dot_q8_0, 0, 0)
-LEGACY_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, block_dot_iq4_nl, 0, 0)
-LEGACY_DOT(dot_q4_1, block_q4_1, block_q8_1, block_dot_q4_1, 1, 1)
-LEGACY_DOT(dot_q5_1, block_q5_1, block_q8_1, block_dot_q5_1, 1, 0)
+#define LEGACY_DOTS(type, block_t, act_t, DOT, HAS_MIN, X16)                          \
+    LEGACY_DOT(dot_##type, block_t, act_t, w_##type, DOT, HAS_MIN, X16)                \
+    LEGACY_DOT4(dot4_##type, block_t, act_t, w_##type, DOT, HAS_MIN, X16)
+
+LEGACY_DOTS(q4_0, block_q4_0, block_q8_0, dot_w_q4_0, 0, 1)
+LEGACY_DOTS(q5_0, block_q5_0, block_q8_0, dot_w_q5_0, 0, 0)
+LEGACY_DOTS(q8_0, block_q8_0, block_q8_0, dot_w_i8, 0, 0)
+LEGACY_DOTS(iq4_nl, block_iq4_nl, block_q8_0, dot_w_i8, 0, 0)
+LEGACY_DOTS(q4_1, block_q4_1, block_q8_1, dot_w_u8, 1, 1)
+LEGACY_DOTS(q5_1, block_q5_1, block_q8_1, dot_w_u8, 1, 0)
+#undef LEGACY_DOTS
+#undef LEGACY_DOT4
 #undef LEGACY_DOT
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
@@ -858,6 +923,13 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->vec_dot[LL_TYPE_Q5_K] = dot_q5_K;
     k->vec_dot[LL_TYPE_Q6_K] = dot_q6_K;
     k->vec_dot[LL_TYPE_IQ4_XS] = dot_iq4_xs;
+
+    k->vec_dot4[LL_TYPE_Q4_0] = dot4_q4_0;
+    k->vec_dot4[LL_TYPE_Q5_0] = dot4_q5_0;
+    k->vec_dot4[LL_TYPE_Q8_0] = dot4_q8_0;
+    k->vec_dot4[LL_TYPE_IQ4_NL] = dot4_iq4_nl;
+    k->vec_dot4[LL_TYPE_Q4_1] = dot4_q4_1;
+    k->vec_dot4[LL_TYPE_Q5_1] = dot4_q5_1;
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;

@@ -78,7 +78,7 @@ static void dot_q4_0_512(int64_t n, float *s, const void *vx, const void *vy) {
     __m256 tail = _mm256_setzero_ps();
     for (; b < nb; b++) {
         const float d = h2f(x[b].d) * h2f(y[b].d);
-        tail = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(block_dot_q4_0(&x[b], y[b].qs)), tail);
+        tail = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(dot_w_q4_0(w_q4_0(&x[b]), y[b].qs)), tail);
     }
     const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     const __m256 halves = _mm256_add_ps(_mm512_castps512_ps256(sum), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
@@ -88,4 +88,5 @@ static void dot_q4_0_512(int64_t n, float *s, const void *vx, const void *vy) {
 void ll_kernels_fill_avx512(ll_kernels *k) {
     fill_vnni_kernels(k);
     k->vec_dot[LL_TYPE_Q4_0] = dot_q4_0_512;
+    k->vec_dot4[LL_TYPE_Q4_0] = NULL;   /* the 256-bit one would not give dot_q4_0_512's bits */
 }

@@ -19,6 +19,7 @@
 
 typedef struct {
     ll_vec_dot_fn dot;
+    ll_vec_dot4_fn dot4;         /* NULL: dot row by row */
     const uint8_t *w;
     int64_t rows, w_row_bytes;
     float *y;
@@ -96,7 +97,12 @@ static void dot_rows(const matmul_task *t, int ith, int nth) {
         if (r1 > m->rows) r1 = m->rows;
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *wr = m->w + r * m->w_row_bytes;
-            for (int64_t j = 0; j < t->n; j++)
+            int64_t j = 0;
+            if (m->dot4)
+                for (; j + 4 <= t->n; j += 4)
+                    m->dot4(t->cols, &m->y[j * m->rows + r], m->rows, wr,
+                            a->xq + j * a->row_bytes, (size_t)a->row_bytes);
+            for (; j < t->n; j++)
                 m->dot(t->cols, &m->y[j * m->rows + r], wr, a->xq + j * a->row_bytes);
         }
         base += span;
@@ -190,7 +196,8 @@ int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t
     for (int i = 0; i < n_outs; i++) {
         const ll_matmul_out *o = &outs[i];
         task.outs[i] = (matmul_out){
-            .dot = ll_active->vec_dot[o->type], .w = o->w, .rows = o->rows,
+            .dot = ll_active->vec_dot[o->type], .dot4 = ll_active->vec_dot4[o->type],
+            .w = o->w, .rows = o->rows,
             .w_row_bytes = ll_row_bytes(o->type, cols), .y = o->y,
             .act = act_for(&task, ll_traits[o->type].vec_dot_type, work, &used),
         };

@@ -135,6 +135,11 @@ typedef void (*ll_to_float_fn)(const void *x, float *y, int64_t n);
 typedef void (*ll_from_float_fn)(const float *x, void *y, int64_t n);
 /* *s = dot(weight row x, activation row y in the weight type's vec_dot_type), n elements */
 typedef void (*ll_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* s[r * s_stride] = dot(weight row x, activation row r at y + r * y_stride
+ * bytes) for r = 0..3: for a matmul of several rows, bit for bit the results
+ * of the ISA's vec_dot for the same type. */
+typedef void (*ll_vec_dot4_fn)(int64_t n, float *s, int64_t s_stride, const void *x,
+                               const void *y, size_t y_stride);
 
 typedef struct {
     const char *name;
@@ -153,6 +158,7 @@ extern const ll_type_traits ll_traits[LL_TYPE_COUNT];
 typedef struct {
     const char *name;
     ll_vec_dot_fn vec_dot[LL_TYPE_COUNT];
+    ll_vec_dot4_fn vec_dot4[LL_TYPE_COUNT];       /* NULL: vec_dot row by row */
     ll_from_float_fn quantize_act[LL_TYPE_COUNT]; /* for vec_dot types: Q8_0, Q8_1, Q8_K, F32 */
     ll_to_float_fn to_float[LL_TYPE_COUNT];
 } ll_kernels;

@@ -5,7 +5,8 @@ reference, and against an independent float64 numpy model of each dot product.
 - dot products: within 1e-6 of the scalar result, relative to the sum of the
   magnitudes of the terms the dot adds up (float order differs, integers don't);
 - dequantizers: the same bits as the scalar ones;
-- matmul: SIMD against scalar for n = 1 and 5, and the same bits for 1 or 2 threads.
+- matmul: SIMD against scalar for n = 1, 5 and 9, and the same bits for 1 or 2
+  threads, and for a row alone or in a batch (batches use the 4-row kernels).
 """
 from __future__ import annotations
 
@@ -307,7 +308,7 @@ def test_dequantize_matches_gguf(isa, t, data):
 # ---- matmul --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("wt", WEIGHT_TYPES, ids=lambda t: t.name)
-@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("n", [1, 5, 9])
 @settings(SETTINGS, max_examples=15)
 @given(data=st.data())
 def test_matmul_matches_scalar_and_thread_count(isa, wt, n, data):
@@ -323,6 +324,7 @@ def test_matmul_matches_scalar_and_thread_count(isa, wt, n, data):
     got = on(isa, matmul, w, wt, x, 1)
     assert np.array_equal(on(isa, matmul, w, wt, x, 2), got)
     for j in range(n):
+        assert np.array_equal(on(isa, matmul, w, wt, x[j:j + 1], 1)[0], got[j]), j
         act = on(isa, quantize_act, ACT_TYPE[wt], x[j]) if ACT_TYPE[wt] != T.F32 else x[j].view(np.uint8)
         for r in range(rows):
             _, scale = model_dot(wt, w[r], act, cols)
