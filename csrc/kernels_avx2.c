@@ -670,6 +670,53 @@ static void dot_q4_K(int64_t n, float *s, const void *vx, const void *vy) {
     *s = hsum_ps(acc) - hsum_ps128(acc_m);
 }
 
+/* The four activation rows of a 4-row dot, y_stride bytes apart. */
+static inline void act_rows_4(const void *vy, size_t y_stride, const block_q8_K *y[4]) {
+    for (int r = 0; r < 4; r++) y[r] = (const block_q8_K *)((const uint8_t *)vy + r * y_stride);
+}
+
+/* dot_q4_K for four activation rows (see LEGACY_DOT4): the scales, the
+ * shuffles that spread them and the nibbles are made once per block for the
+ * four; each row's arithmetic is dot_q4_K's. */
+static void dot4_q4_K(int64_t n, float *s, int64_t s_stride, const void *vx, const void *vy,
+                      size_t y_stride) {
+    const block_q4_K *x = vx;
+    const block_q8_K *y[4];
+    act_rows_4(vy, y_stride, y);
+    const __m256i m15 = _mm256_set1_epi8(0x0f);
+    __m256 acc[4];
+    __m128 acc_m[4];
+    for (int r = 0; r < 4; r++) {
+        acc[r] = _mm256_setzero_ps();
+        acc_m[r] = _mm_setzero_ps();
+    }
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float xd = h2f(x[i].d), xdmin = h2f(x[i].dmin);
+        const __m256i sm = _mm256_cvtepu8_epi16(k4_scales_mins(x[i].scales));
+        const __m256i sc = dup_lo(sm);
+        __m256i sum0[4], sum1[4];
+        for (int r = 0; r < 4; r++) sum0[r] = sum1[r] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i bits = load256(x[i].qs + 32 * j);
+            const __m256i lo = _mm256_and_si256(bits, m15);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m15);
+            const __m256i s0 = scale_word(sc, 2 * j), s1 = scale_word(sc, 2 * j + 1);
+            for (int r = 0; r < 4; r++) {
+                sum0[r] = add_scaled(sum0[r], s0, lo, y[r][i].qs + 64 * j);
+                sum1[r] = add_scaled(sum1[r], s1, hi, y[r][i].qs + 64 * j + 32);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            const float d = y[r][i].d * xd, dmin = y[r][i].d * xdmin;
+            acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, y[r][i].bsums)),
+                                    acc_m[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum0[r], sum1[r])),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r * s_stride] = hsum_ps(acc[r]) - hsum_ps128(acc_m[r]);
+}
+
 /* Q5_K: as Q4_K with a fifth bit from qh: bit 2j of qh[l] for the low
  * nibbles of chunk j, bit 2j + 1 for the high ones. */
 static void dot_q5_K(int64_t n, float *s, const void *vx, const void *vy) {
@@ -748,6 +795,43 @@ static void dot_q6_K(int64_t n, float *s, const void *vx, const void *vy) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum_ps(acc);
+}
+
+/* dot_q6_K for four activation rows (see dot4_q4_K). */
+static void dot4_q6_K(int64_t n, float *s, int64_t s_stride, const void *vx, const void *vy,
+                      size_t y_stride) {
+    const block_q6_K *x = vx;
+    const block_q8_K *y[4];
+    act_rows_4(vy, y_stride, y);
+    __m256 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float xd = h2f(x[i].d);
+        const __m256i scales = _mm256_cvtepi8_epi16(load128(x[i].scales));
+        __m256i sum0[4], sum1[4];
+        for (int r = 0; r < 4; r++) sum0[r] = sum1[r] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i sc = h ? dup_hi(scales) : dup_lo(scales);
+            const __m256i p0 = scale_pair(sc, 0), p1 = scale_pair(sc, 1);
+            const __m256i p2 = scale_pair(sc, 2), p3 = scale_pair(sc, 3);
+            __m256i q[4];
+            q6_K_quants(&x[i], h, q);
+            for (int r = 0; r < 4; r++) {
+                const int8_t *q8 = y[r][i].qs + 128 * h;
+                sum0[r] = add_scaled(sum0[r], p0, q[0], q8);
+                sum1[r] = add_scaled(sum1[r], p1, q[1], q8 + 32);
+                sum0[r] = add_scaled(sum0[r], p2, q[2], q8 + 64);
+                sum1[r] = add_scaled(sum1[r], p3, q[3], q8 + 96);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            const float d = y[r][i].d * xd;
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales, load256(y[r][i].bsums)), 5);
+            const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(sum0[r], sum1[r]), offset);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r * s_stride] = hsum_ps(acc[r]);
 }
 
 /* IQ4_XS's 8 six-bit scales minus 32 as int16 [s0..s7 | s0..s7]: the low
@@ -930,6 +1014,8 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->vec_dot4[LL_TYPE_IQ4_NL] = dot4_iq4_nl;
     k->vec_dot4[LL_TYPE_Q4_1] = dot4_q4_1;
     k->vec_dot4[LL_TYPE_Q5_1] = dot4_q5_1;
+    k->vec_dot4[LL_TYPE_Q4_K] = dot4_q4_K;
+    k->vec_dot4[LL_TYPE_Q6_K] = dot4_q6_K;
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;
