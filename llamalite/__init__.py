@@ -1,6 +1,7 @@
 """llamalite: run LLaMA-family GGUF models on the CPU."""
-from .errors import (ChatTemplateError, ContextOverflowError, GGUFError, InvalidArgumentError,
-                     LlamaliteError, UnsupportedModelError)
+from .errors import (ChatTemplateError, ContextOverflowError, GGUFError, GrammarError,
+                     InvalidArgumentError, LlamaliteError, UnsupportedModelError)
+from .grammar import LlamaGrammar
 from .llama import (LLAMA_POOLING_TYPE_CLS, LLAMA_POOLING_TYPE_LAST, LLAMA_POOLING_TYPE_MEAN,
                     LLAMA_POOLING_TYPE_NONE, LLAMA_POOLING_TYPE_RANK,
                     LLAMA_POOLING_TYPE_UNSPECIFIED, Llama, LlamaState, LlamaTokenizer)
@@ -9,7 +10,8 @@ from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessor, LogitsProcessorList,
 
 __version__ = "0.1.0"
 
-__all__ = ["ChatTemplateError", "ContextOverflowError", "GGUFError", "InvalidArgumentError",
+__all__ = ["ChatTemplateError", "ContextOverflowError", "GGUFError", "GrammarError",
+           "InvalidArgumentError", "LlamaGrammar",
            "LLAMA_DEFAULT_SEED", "LLAMA_POOLING_TYPE_CLS", "LLAMA_POOLING_TYPE_LAST",
            "LLAMA_POOLING_TYPE_MEAN", "LLAMA_POOLING_TYPE_NONE", "LLAMA_POOLING_TYPE_RANK",
            "LLAMA_POOLING_TYPE_UNSPECIFIED", "Llama", "LlamaState", "LlamaTokenizer",

@@ -28,3 +28,9 @@ class ChatTemplateError(LlamaliteError, ValueError):
     """A chat template does not compile, raised (raise_exception), ran past
     its time or size budget, or reached for what the sandbox forbids; the
     message says which."""
+
+
+class GrammarError(LlamaliteError, ValueError):
+    """A GBNF grammar or a JSON schema cannot be used: a syntax error (with
+    its line and column), an undefined or left-recursive rule, or a schema
+    feature a grammar cannot express."""

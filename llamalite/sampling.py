@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._native import check, lib, ptr
+from .errors import GrammarError
 
 #: llama.cpp's seed value that means "pick a random seed".
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -433,10 +434,16 @@ class Sampler:
     `accept` is separate from `sample` so the caller decides what counts as
     history (a prompt can be accepted too). `input_ids` given to `sample` is
     what logits processors see; by default the accepted tokens.
+
+    `grammar` (a grammar_match.GrammarState) constrains the draws as
+    llama.cpp's common sampler does: the chain draws from the unconstrained
+    candidates first, and only when the grammar rejects that token are the
+    candidates cut to what it allows and the chain run again. `accept` then
+    also moves the grammar past the token (so accept only generated tokens).
     """
 
     def __init__(self, n_vocab: int, params: Optional[SamplingParams] = None, *,
-                 logits_processor: ProcessorArg = None, **kwargs):
+                 logits_processor: ProcessorArg = None, grammar=None, **kwargs):
         if n_vocab < 1:
             raise ValueError(f"n_vocab must be >= 1, got {n_vocab}")
         if params is not None and kwargs:
@@ -444,6 +451,7 @@ class Sampler:
         self.params = params if params is not None else SamplingParams.from_kwargs(**kwargs)
         self.n_vocab = int(n_vocab)
         self.logits_processor = _as_processor(logits_processor)
+        self.grammar = grammar
         bias = self.params.logit_bias
         for token in bias:
             if token >= n_vocab:
@@ -476,6 +484,8 @@ class Sampler:
         token = operator.index(token)
         if not 0 <= token < self.n_vocab:
             raise ValueError(f"token {token} is outside the vocabulary of {self.n_vocab}")
+        if self.grammar is not None:
+            self.grammar.accept(token)
         self._history.append(token)
         if self._window.maxlen == 0:
             return
@@ -498,6 +508,28 @@ class Sampler:
         """The next token id. Advances the random generator and, with mirostat,
         mu; does not accept the token."""
         scores = self._scores(logits, input_ids)
+        if self.grammar is None:
+            return self._draw(scores)
+        mu = self.mu
+        token = self._draw(scores)
+        if self.grammar.allows(token):
+            return token
+        self.mu = mu  # the rejected draw does not count
+        return self._draw(self._grammar_masked(scores))
+
+    def _grammar_masked(self, scores: np.ndarray) -> np.ndarray:
+        """scores with every token the grammar rejects here set to -inf."""
+        allowed = self.grammar.allowed()
+        if len(allowed) == 0:
+            raise GrammarError("the grammar allows no token here (the vocabulary cannot "
+                               "spell anything it accepts next)")
+        masked = np.full_like(scores, -np.inf)
+        masked[allowed] = scores[allowed]
+        return masked
+
+    def _draw(self, scores: np.ndarray) -> int:
+        """One token from processed scores through the chain (or greedy, or
+        mirostat)."""
         p = self.params
         if p.temperature <= 0:
             token = int(np.argmax(scores))  # a NaN, else +inf, is the argmax
@@ -518,6 +550,8 @@ class Sampler:
         probabilities (float32), in the order the draw walks them. Changes no
         state. Greedy gives the argmax with probability 1."""
         scores = self._scores(logits, input_ids)
+        if self.grammar is not None:
+            scores = self._grammar_masked(scores)
         if self.params.temperature <= 0:
             token = np.argmax(scores)
             _require_samplable(scores[token])

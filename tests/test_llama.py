@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import synthetic
-from llamalite import (ContextOverflowError, Llama, LlamaliteError, LogitsProcessorList,
-                       StoppingCriteriaList, UnsupportedModelError)
+from llamalite import (ContextOverflowError, GrammarError, Llama, LlamaliteError,
+                       LogitsProcessorList, StoppingCriteriaList, UnsupportedModelError)
 from llamalite.model import Model
 
 DATA = Path(__file__).parent / "data"
@@ -504,8 +504,8 @@ def test_state_round_trip(smollm2_path, smollm):
             small.load_state(state)
 
 
-def test_grammar_is_refused_clearly(smollm):
-    with pytest.raises(UnsupportedModelError, match="grammar"):
+def test_a_grammar_that_is_not_one_is_refused_clearly(smollm):
+    with pytest.raises(GrammarError, match="grammar"):
         smollm("Hi", max_tokens=1, grammar=object())
 
 
