@@ -10,12 +10,13 @@ allow, once worked out, serve later calls too.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
-from .errors import GrammarError
+from .errors import GrammarError, InvalidArgumentError
 from .gbnf import parse
 from .grammar_match import GrammarState, Matcher, VocabIndex
 
@@ -97,11 +98,46 @@ class LlamaGrammar:
         return f"<LlamaGrammar {len(self._compiled.names)} rules>"
 
 
+@functools.lru_cache(maxsize=32)
+def cached_grammar(gbnf: str) -> LlamaGrammar:
+    """The grammar of GBNF text, kept for the next call with the same text
+    (a server sees the same schema request after request): its states and
+    allowed-token lists are then already worked out."""
+    return LlamaGrammar.from_string(gbnf)
+
+
 def as_grammar(grammar: Any) -> LlamaGrammar:
     """A LlamaGrammar from what a caller passed as `grammar=` (a LlamaGrammar
     or GBNF text)."""
     if isinstance(grammar, LlamaGrammar):
         return grammar
     if isinstance(grammar, str):
-        return LlamaGrammar.from_string(grammar)
+        return cached_grammar(grammar)
     raise GrammarError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")
+
+
+def response_format_grammar(response_format: Any) -> Optional[LlamaGrammar]:
+    """The grammar an OpenAI response_format asks for: None for text;
+    {"type": "json_object"} any JSON object, or with "schema" (as
+    llama-cpp-python) that schema's documents; {"type": "json_schema",
+    "json_schema": {"name", "schema", "strict"}} the schema's documents."""
+    from .json_schema import schema_to_gbnf
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict) or "type" not in response_format:
+        raise InvalidArgumentError(f"response_format must be an object with a type, got "
+                                   f"{response_format!r}")
+    kind = response_format["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        return cached_grammar(JSON_GBNF if schema is None else schema_to_gbnf(schema))
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise InvalidArgumentError('response_format json_schema needs "json_schema": '
+                                       '{"name": ..., "schema": {...}}')
+        return cached_grammar(schema_to_gbnf(spec["schema"]))
+    raise InvalidArgumentError(f"response_format type {kind!r}: expected text, json_object "
+                               "or json_schema")

@@ -204,12 +204,12 @@ class VocabIndex:
             ends[node].append(token)
         self._children = [tuple(c.items()) for c in children]
         self._ends = ends
-        self._masks: "OrderedDict[Tuple[int, int], np.ndarray]" = OrderedDict()
+        self._masks: "OrderedDict[Tuple[Matcher, int], np.ndarray]" = OrderedDict()
 
     def allowed(self, matcher: Matcher, state: _State) -> np.ndarray:
         """Sorted ids (int32) of the tokens `state` allows, EOG ones included
         when the grammar can end there. Cached per state."""
-        key = (id(matcher), id(state))
+        key = (matcher, id(state))  # the key holds the matcher, whose table holds the state
         found = self._masks.get(key)
         if found is not None:
             self._masks.move_to_end(key)
@@ -252,8 +252,6 @@ class GrammarState:
         self.matcher = matcher
         self.vocab = vocab
         self.state = matcher.start
-        # the matcher's states are kept alive by its intern table, so the
-        # ids the mask cache is keyed by stay unique
 
     def next_state(self, token: int) -> Optional[_State]:
         if token in self.vocab.eog_set:

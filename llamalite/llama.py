@@ -39,7 +39,7 @@ from . import chat, models
 from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
                      UnsupportedModelError)
 from .gguf import GGUFReader, GGUFValueType
-from .grammar import as_grammar
+from .grammar import as_grammar, response_format_grammar
 from .grammar_match import GrammarState, VocabIndex
 from .model import Model
 from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessorList, Sampler, SamplingParams,
@@ -739,9 +739,11 @@ class Llama:
             if value is not None:
                 raise UnsupportedModelError(f"create_chat_completion({name}=...): function "
                                             "calling is not implemented yet")
-        if response_format is not None and response_format.get("type") != "text":
-            raise UnsupportedModelError(f"response_format {response_format.get('type')!r}: only "
-                                        "'text' is implemented yet (JSON needs grammars)")
+        wanted = response_format_grammar(response_format)
+        if wanted is not None:
+            if grammar is not None:
+                raise InvalidArgumentError("give grammar or a JSON response_format, not both")
+            grammar = wanted
         formatted = self._chat_formatter()(messages)
         prompt = self.tokenize(formatted.prompt.encode("utf-8"),
                                add_bos=not formatted.added_special, special=True)

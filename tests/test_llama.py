@@ -684,8 +684,6 @@ def test_chat_tools_and_json_formats_are_refused_for_now(smollm):
     tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
     with pytest.raises(UnsupportedModelError, match="function calling"):
         smollm.create_chat_completion(QUESTION, tools=[tool])
-    with pytest.raises(UnsupportedModelError, match="json_object"):
-        smollm.create_chat_completion(QUESTION, response_format={"type": "json_object"})
 
 
 def test_chat_handler_is_called_as_llama_cpp_python_calls_it(smollm2_path):
