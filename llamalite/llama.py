@@ -625,9 +625,13 @@ class Llama:
         alternatives (llama-cpp-python's shape); unlike llama-cpp-python this
         works without logits_all, and with echo each prompt token is scored by
         the logits of the position before it (llama-cpp-python is one off).
-        suffix: with fill-in-the-middle tokens in the vocabulary, the prompt
-        becomes prefix/suffix/middle; otherwise the suffix is appended to the
-        text. tfs_z is accepted and unused, as in llama-cpp-python.
+        suffix: fill-in-the-middle, for models whose vocabulary has FIM
+        tokens (the tokenizer.ggml.fim_* keys, or Qwen2.5-Coder's
+        <|fim_prefix|>-style texts): the prompt is the code before the cursor,
+        the suffix the code after it, and the completion the code between
+        (UnsupportedModelError for a model without FIM tokens, where
+        llama-cpp-python would silently append the suffix). tfs_z is accepted
+        and unused, as in llama-cpp-python.
         """
         run = _CompletionRun(self, prompt=prompt, suffix=suffix, max_tokens=max_tokens,
                              logprobs=logprobs, echo=echo, stop=stop, seed=seed, model=model,
@@ -903,7 +907,7 @@ class _CompletionRun:
         if sampling.get("grammar") is not None:  # a bad grammar fails here, not mid-stream
             sampling = {**sampling, "grammar": as_grammar(sampling["grammar"])}
         self.sampling = sampling
-        self.prompt_text, self.prompt_tokens, self.suffix_text = self._prompt(prompt, suffix)
+        self.prompt_text, self.prompt_tokens = self._prompt(prompt, suffix)
         n_ctx = llm.n_ctx()
         n_prompt = len(self.prompt_tokens)
         if n_prompt >= n_ctx:
@@ -920,17 +924,12 @@ class _CompletionRun:
         self.finish_reason = "length"
 
     def _prompt(self, prompt, suffix):
-        """(prompt text, prompt token ids, text appended to the completion)."""
-        llm, tok = self.llm, self.tok
+        """(prompt text, prompt token ids)."""
+        tok = self.tok
+        if suffix is not None:
+            return self._fim_prompt(prompt, suffix)
         if isinstance(prompt, str):
             text = prompt
-            fim = _fim_tokens(tok, llm.metadata) if suffix is not None else None
-            if fim is not None:
-                pre, suf, mid = fim
-                bos = [tok.bos_id] if tok.add_bos and tok.bos_id != NO_TOKEN else []
-                ids = (bos + [pre] + tok.encode(prompt, add_bos=False) + [suf]
-                       + tok.encode(suffix, add_bos=False) + [mid])
-                return text, ids, ""
             ids = tok.encode(prompt, add_bos=True, special=True) if prompt else []
         else:
             ids = [int(t) for t in prompt]
@@ -943,7 +942,26 @@ class _CompletionRun:
             warnings.warn(f'Detected duplicate leading "{tok.token_text(tok.bos_id)}" in prompt, '
                           "this will likely reduce response quality, consider removing it...",
                           RuntimeWarning, stacklevel=4)
-        return text, ids, suffix or ""
+        return text, ids
+
+    def _fim_prompt(self, prompt, suffix):
+        """Fill-in-the-middle: prefix, suffix, then the middle to generate,
+        each after its FIM token (prefix-suffix-middle order, as llama.cpp)."""
+        tok = self.tok
+        fim = _fim_tokens(tok, self.llm.metadata)
+        if fim is None:
+            raise UnsupportedModelError(
+                "suffix= needs a model with fill-in-the-middle tokens (such as Qwen2.5-Coder's "
+                "<|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>); this vocabulary has none")
+        pre, suf, mid = fim
+        if isinstance(prompt, str):
+            text, prefix = prompt, tok.encode(prompt, add_bos=False)
+        else:
+            prefix = [int(t) for t in prompt]
+            text = tok.decode(prefix).decode("utf-8", errors="ignore")
+        bos = [tok.bos_id] if tok.add_bos and tok.bos_id != NO_TOKEN else []
+        ids = bos + [pre] + prefix + [suf] + tok.encode(suffix, add_bos=False) + [mid]
+        return text, ids
 
     # -- the stream of pieces --
 
@@ -963,7 +981,6 @@ class _CompletionRun:
         held, entries = "", []
         tokens = llm.generate(self.prompt_tokens, stopping_criteria=self.stopping_criteria,
                               **self.sampling)
-        stopped = False
         for token in tokens:
             if self.tok.is_eog(token):
                 self.finish_reason = "stop"
@@ -974,7 +991,7 @@ class _CompletionRun:
             held += decoder.feed(token)
             cut = _first_stop(held, self.stops)
             if cut is not None:
-                held, stopped = held[:cut], True
+                held = held[:cut]
                 self.finish_reason = "stop"
                 break
             release = len(held) - _stop_prefix_len(held, self.stops)
@@ -989,8 +1006,6 @@ class _CompletionRun:
         tokens.close()
         if held or entries:
             yield held, _merged(entries) if want_logprobs else None
-        if self.suffix_text and not stopped:
-            yield self.suffix_text, None
         if llm.verbose:
             llm._print_timings()
 

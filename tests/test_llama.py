@@ -523,12 +523,9 @@ def test_suffix_uses_fill_in_the_middle_tokens(qwen25_path):
         assert text_of(got).startswith("return a + b")
 
 
-def test_suffix_without_fill_in_the_middle_tokens_is_appended(smollm):
-    got = smollm(ALPHABET, suffix=" Z.", max_tokens=4, temperature=0)
-    assert text_of(got) == " G, H, Z."
-    streamed_text = "".join(streamed(smollm(ALPHABET, suffix=" Z.", max_tokens=4,
-                                            temperature=0, stream=True)))
-    assert streamed_text == " G, H, Z."
+def test_suffix_without_fill_in_the_middle_tokens_is_refused(smollm):
+    with pytest.raises(UnsupportedModelError, match="fill-in-the-middle"):
+        smollm(ALPHABET, suffix=" Z.", max_tokens=4, temperature=0)
 
 
 # --- embeddings ---------------------------------------------------------------------------
