@@ -422,7 +422,10 @@ def _same_length(a: str, b: str) -> str:
     return " | ".join(parts)
 
 
-def schema_to_gbnf(schema: Any) -> str:
-    """GBNF (rule `root`) for the JSON documents `schema` accepts."""
+def schema_to_gbnf(schema: Any, before: str = "", after: str = "") -> str:
+    """GBNF (rule `root`) for the JSON documents `schema` accepts, between
+    the fixed texts `before` and `after`."""
     converter = _Converter(schema)
-    return converter.gbnf(converter.visit(schema, "root-value"))
+    body = converter.visit(schema, "root-value")
+    return converter.gbnf(" ".join(p for p in (before and literal(before), body,
+                                                after and literal(after)) if p))

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import chat, models
+from . import tools as tools_
 from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
                      UnsupportedModelError)
 from .gguf import GGUFReader, GGUFValueType
@@ -723,9 +724,17 @@ class Llama:
         content deltas). The prompt is the model's own chat template (or
         `chat_format`, or the `chat_handler` given to Llama), rendered in a
         sandbox; the format's stop strings join `stop`; max_tokens None means
-        up to the context. Function calling (tools, functions, tool_choice,
-        function_call) and JSON response formats are not implemented yet and
-        raise UnsupportedModelError."""
+        up to the context.
+
+        grammar constrains the reply (see create_completion);
+        response_format {"type": "json_object"} (optionally with "schema")
+        or {"type": "json_schema", "json_schema": {"schema": ...}} makes it
+        JSON (valid under the schema). tools and tool_choice ("auto",
+        "none", "required" or a named function; the legacy functions and
+        function_call too) offer function calls, as llamalite.tools
+        describes: a reply that calls comes back as `tool_calls` with
+        finish_reason "tool_calls" (streamed as tool_calls deltas), and a
+        forced call's arguments are generated under its parameter schema."""
         if self.chat_handler is not None:
             return self.chat_handler(
                 llama=self, messages=messages, functions=functions,
@@ -738,17 +747,13 @@ class Llama:
                 tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
                 mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor,
                 grammar=grammar, logit_bias=logit_bias)
-        for name, value in (("tools", tools), ("functions", functions),
-                            ("tool_choice", tool_choice), ("function_call", function_call)):
-            if value is not None:
-                raise UnsupportedModelError(f"create_chat_completion({name}=...): function "
-                                            "calling is not implemented yet")
-        wanted = response_format_grammar(response_format)
-        if wanted is not None:
-            if grammar is not None:
-                raise InvalidArgumentError("give grammar or a JSON response_format, not both")
-            grammar = wanted
-        formatted = self._chat_formatter()(messages)
+        tool_plan = tools_.plan(tools, tool_choice, functions, function_call)
+        grammar = self._chat_grammar(grammar, response_format, tool_plan)
+        formatter = self._chat_formatter()
+        native = tools_.template_knows_tools(getattr(formatter, "template", None))
+        formatted = formatter(tools_.prepared_messages(messages, tool_plan, native),
+                              tools=tool_plan.tools if tool_plan.offered and native else None,
+                              tool_choice=tool_choice if tool_plan.offered else None)
         prompt = self.tokenize(formatted.prompt.encode("utf-8"),
                                add_bos=not formatted.added_special, special=True)
         stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
@@ -761,8 +766,26 @@ class Llama:
             mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, model=model,
             logits_processor=logits_processor, grammar=grammar, logit_bias=logit_bias)
         if stream:
-            return chat.completion_chunks_to_chat(completion)
-        return chat.completion_to_chat(completion)
+            chunks = chat.completion_chunks_to_chat(completion)
+            return tools_.stream_with_tool_calls(chunks, tool_plan) if tool_plan.offered else chunks
+        response = chat.completion_to_chat(completion)
+        return tools_.with_tool_calls(response, tool_plan) if tool_plan.offered else response
+
+    @staticmethod
+    def _chat_grammar(grammar: Any, response_format: Any, tool_plan: "tools_.ToolPlan") -> Any:
+        """The grammar a chat completion samples under: the caller's, or a
+        JSON response_format's, or a forced tool call's (only one of them)."""
+        wanted = response_format_grammar(response_format)
+        if tool_plan.forced:
+            if grammar is not None or wanted is not None:
+                raise InvalidArgumentError("a forced tool call (tool_choice) brings its own "
+                                           "grammar: give no grammar or JSON response_format")
+            return tools_.call_grammar(tool_plan)
+        if wanted is not None:
+            if grammar is not None:
+                raise InvalidArgumentError("give grammar or a JSON response_format, not both")
+            return wanted
+        return grammar
 
     def _chat_formatter(self):
         """The formatter of chat_format (compiled once per format)."""

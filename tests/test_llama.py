@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import synthetic
-from llamalite import (ContextOverflowError, GrammarError, Llama, LlamaliteError,
-                       LogitsProcessorList, StoppingCriteriaList, UnsupportedModelError)
+from llamalite import (ContextOverflowError, GrammarError, InvalidArgumentError, Llama,
+                       LlamaliteError, LogitsProcessorList, StoppingCriteriaList,
+                       UnsupportedModelError)
 from llamalite.model import Model
 
 DATA = Path(__file__).parent / "data"
@@ -677,10 +678,14 @@ def test_chat_stream_has_llama_cpp_pythons_chunks(smollm):
     assert chunks[-1]["choices"][0]["finish_reason"] == want[-1]["choices"][0]["finish_reason"]
 
 
-def test_chat_tools_and_json_formats_are_refused_for_now(smollm):
+def test_chat_tool_mistakes_are_refused_clearly(smollm):
     tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
-    with pytest.raises(UnsupportedModelError, match="function calling"):
-        smollm.create_chat_completion(QUESTION, tools=[tool])
+    with pytest.raises(InvalidArgumentError, match="not among the tools"):
+        smollm.create_chat_completion(QUESTION, tools=[tool], tool_choice={
+            "type": "function", "function": {"name": "g"}})
+    with pytest.raises(InvalidArgumentError, match="brings its own grammar"):
+        smollm.create_chat_completion(QUESTION, tools=[tool], tool_choice="required",
+                                      response_format={"type": "json_object"})
 
 
 def test_chat_handler_is_called_as_llama_cpp_python_calls_it(smollm2_path):
