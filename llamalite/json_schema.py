@@ -142,10 +142,12 @@ class _Converter:
                         for i, o in enumerate(options)]
                 return "( " + " | ".join(alts) + " )"
         if "const" in schema:
+            self.primitive("ws")
             return _json_literal(schema["const"])
         if "enum" in schema:
             if not isinstance(schema["enum"], list) or not schema["enum"]:
                 raise GrammarError(f"{hint}: enum must be a non-empty list")
+            self.primitive("ws")
             return "( " + " | ".join(_json_literal(v) for v in schema["enum"]) + " )"
         types = schema.get("type")
         if types is None:
@@ -410,8 +412,9 @@ def _same_length(a: str, b: str) -> str:
     if not a:
         return '""'
     if a[0] == b[0]:
-        rest = _same_length(a[1:], b[1:]) if len(a) > 1 else ""
-        return f'"{a[0]}" {rest}'.strip() if rest != '""' else f'"{a[0]}"'
+        if len(a) == 1:
+            return f'"{a[0]}"'
+        return f'"{a[0]}" ( {_same_length(a[1:], b[1:])} )'
     n = len(a) - 1
     if a[1:] == "0" * n and b[1:] == "9" * n:
         return f"[{a[0]}-{b[0]}]" + (f" [0-9]{{{n}}}" if n else "")

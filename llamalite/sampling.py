@@ -60,6 +60,12 @@ MIROSTAT_M = 100
 _HEAD = 256
 
 
+# After a grammar rejects the drawn token, how many of the best tokens are
+# checked one by one (in growing rounds) before the grammar's whole allowed
+# set is worked out instead.
+_GRAMMAR_SCAN = (64, 512, 2048)
+
+
 # --- hooks, with llama-cpp-python's names and call conventions -------------
 
 LogitsProcessor = Callable[[npt.NDArray[np.intc], npt.NDArray[np.single]], npt.NDArray[np.single]]
@@ -517,8 +523,22 @@ class Sampler:
         self.mu = mu  # the rejected draw does not count
         return self._draw(self._grammar_masked(scores))
 
-    def _grammar_masked(self, scores: np.ndarray) -> np.ndarray:
-        """scores with every token the grammar rejects here set to -inf."""
+    def _grammar_masked(self, scores: np.ndarray, whole: bool = False) -> np.ndarray:
+        """scores with every token the grammar rejects here set to -inf.
+        When the chain starts with top-k (or is greedy), only the k best
+        allowed tokens can matter: they are looked for first by checking
+        tokens one by one in order of score (cheap in a permissive state,
+        such as inside a string), and the rest are left at -inf too; the
+        chain's result is the same. Otherwise (or when the k are not among
+        the first few thousand) the grammar's whole allowed set is used.
+        `whole` asks for the whole set always."""
+        k = 1 if self.params.temperature <= 0 else self.params.top_k
+        if not whole and k > 0 and not self.params.mirostat_mode:
+            best = self._best_allowed(scores, k)
+            if best is not None:
+                masked = np.full_like(scores, -np.inf)
+                masked[best] = scores[best]
+                return masked
         allowed = self.grammar.allowed()
         if len(allowed) == 0:
             raise GrammarError("the grammar allows no token here (the vocabulary cannot "
@@ -526,6 +546,23 @@ class Sampler:
         masked = np.full_like(scores, -np.inf)
         masked[allowed] = scores[allowed]
         return masked
+
+    def _best_allowed(self, scores: np.ndarray, k: int) -> Optional[np.ndarray]:
+        """The k best-scoring tokens the grammar allows (ties: lower id), or
+        all allowed ones when fewer; None when the scan gives up."""
+        found: List[int] = []
+        seen = 0
+        for m in _GRAMMAR_SCAN:
+            positions, _ = _best_k(scores, m)
+            for token in positions[seen:].tolist():
+                if self.grammar.allows(token):
+                    found.append(token)
+                    if len(found) == k:
+                        return np.array(found)
+            seen = len(positions)
+            if seen == len(scores):
+                return np.array(found) if found else None
+        return None
 
     def _draw(self, scores: np.ndarray) -> int:
         """One token from processed scores through the chain (or greedy, or
@@ -551,7 +588,7 @@ class Sampler:
         state. Greedy gives the argmax with probability 1."""
         scores = self._scores(logits, input_ids)
         if self.grammar is not None:
-            scores = self._grammar_masked(scores)
+            scores = self._grammar_masked(scores, whole=True)
         if self.params.temperature <= 0:
             token = np.argmax(scores)
             _require_samplable(scores[token])

@@ -280,3 +280,38 @@ def test_bad_grammar_argument_fails_before_streaming(smollm2):
         smollm2("x", grammar="root ::= nothing", stream=True)
     with pytest.raises(GrammarError, match="LlamaGrammar or GBNF text"):
         smollm2("x", grammar=42)
+
+
+@pytest.fixture(scope="module")
+def smollm2_vocab(smollm2_path):
+    with Llama(str(smollm2_path), vocab_only=True, verbose=False) as llm:
+        tok = llm._tokenizer
+        yield VocabIndex([tok.token_to_piece(i) for i in range(tok.n_vocab)], tok.eog_ids)
+
+
+@pytest.mark.parametrize("grammar, prefix", [
+    (JSON_GBNF, b'{"name": "Al'),      # inside a string: nearly every token fits
+    (JSON_GBNF, b'{"name": "Al", '),   # a key must start: few fit
+    (JSON_GBNF, b"{"),
+    (LIST, b"- eggs\n"),
+])
+def test_scanning_the_best_tokens_gives_the_chain_the_same_candidates(smollm2_vocab, grammar,
+                                                                       prefix):
+    """After a rejection the sampler looks for the k best allowed tokens one by
+    one; the chain must come out exactly as with the whole allowed set."""
+    rng = np.random.default_rng(0)
+    state = LlamaGrammar.from_string(grammar).state(smollm2_vocab)
+    state.state = state.matcher.walk(state.state, prefix)
+    allowed = state.allowed()
+    for kwargs in ({"top_k": 40}, {"top_k": 3, "top_p": 0.5}, {"temperature": 0},
+                   {"top_k": 40, "typical_p": 0.9}):
+        sampler = Sampler(smollm2_vocab.n_vocab, grammar=state, seed=1, **kwargs)
+        for _ in range(3):
+            scores = rng.standard_normal(smollm2_vocab.n_vocab).astype(np.float32) * 3
+            fast, whole = sampler._grammar_masked(scores), sampler._grammar_masked(scores, True)
+            assert set(np.flatnonzero(np.isfinite(fast))) <= set(allowed.tolist())
+            if kwargs.get("temperature") == 0:
+                assert np.argmax(fast) == np.argmax(whole)
+                continue
+            for a, b in zip(sampler._chain(fast), sampler._chain(whole)):
+                np.testing.assert_array_equal(a, b)
