@@ -253,8 +253,7 @@ class CompiledGrammar:
 
 
 class _Compiler:
-    def __init__(self, parsed, parser: _Parser, root: str):
-        self.parser = parser
+    def __init__(self, parsed, root: str):
         self.ids: Dict[str, int] = {}
         self.names: List[str] = []
         self.bodies: List[Optional[list]] = []
@@ -409,6 +408,6 @@ def parse(text: str, root: str = "root") -> CompiledGrammar:
     parsed = parser.rules()
     if not parsed:
         raise GrammarError("the grammar is empty: it has no rules")
-    compiled = _Compiler(parsed, parser, root).compile()
+    compiled = _Compiler(parsed, root).compile()
     _check_left_recursion(compiled)
     return compiled
