@@ -57,12 +57,22 @@ def _utf8_length(first: int) -> int:
     return 0
 
 
+# The payload bits of a first byte, and the smallest code point (no overlong
+# forms), by character length.
+_FIRST_BITS = {2: 0x1F, 3: 0x0F, 4: 0x07}
+_SMALLEST = {2: 0x80, 3: 0x800, 4: 0x10000}
+
+
 def _code_point_span(prefix: bytes) -> Tuple[int, int]:
-    """The lowest and highest code points whose UTF-8 starts with `prefix`."""
-    missing = _utf8_length(prefix[0]) - len(prefix)
-    lo = (prefix + b"\x80" * missing).decode("utf-8", errors="replace")
-    hi = (prefix + b"\xbf" * missing).decode("utf-8", errors="replace")
-    return ord(lo[0]), ord(hi[0])
+    """The lowest and highest code points whose UTF-8 starts with `prefix`
+    (lo > hi when none does)."""
+    n = _utf8_length(prefix[0])
+    value = prefix[0] & _FIRST_BITS[n]
+    for byte in prefix[1:]:
+        value = (value << 6) | (byte & 0x3F)
+    free = 6 * (n - len(prefix))
+    lo, hi = value << free, (value << free) | ((1 << free) - 1)
+    return max(lo, _SMALLEST[n]), min(hi, 0x10FFFF)
 
 
 class Matcher:
@@ -144,7 +154,7 @@ class Matcher:
             return None
         if len(pending) < need:
             lo, hi = _code_point_span(pending)
-            if not any(s and self._admits_some(s[-1], lo, hi) for s in state.stacks):
+            if lo > hi or not any(s and self._admits_some(s[-1], lo, hi) for s in state.stacks):
                 return None
             return self._intern(state.stacks, pending)
         try:

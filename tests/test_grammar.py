@@ -315,3 +315,30 @@ def test_scanning_the_best_tokens_gives_the_chain_the_same_candidates(smollm2_vo
                 continue
             for a, b in zip(sampler._chain(fast), sampler._chain(whole)):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("grammar, text, lives", [
+    ("root ::= [\\U0001F600]", "😀", True),          # F0 9F 98 80
+    ("root ::= [\\u0800-\\u0FFF]", "\u0800", True),  # E0 A0 80: E0 needs A0..BF next
+    ("root ::= [^a]", "\uFFFD", True),
+    ("root ::= [a-z]", "é", False),
+    ("root ::= [\\u0100-\\u01FF]", "é", False),      # C3 A9 is U+00E9: dies at its last byte
+])
+def test_multi_byte_characters_byte_by_byte(grammar, text, lives):
+    g = LlamaGrammar.from_string(grammar)
+    state, data = g._matcher.start, text.encode()
+    for i, byte in enumerate(data):
+        state = g._matcher.step(state, byte)
+        if state is None:
+            break
+        if i < len(data) - 1 and lives:
+            assert state is not None and state.pending == data[:i + 1]
+    assert (state is not None and state.can_end) == lives
+
+
+def test_prefixes_no_character_starts_with_are_rejected_at_once():
+    m = LlamaGrammar.from_string("root ::= [^a]*")._matcher
+    assert m.walk(m.start, b"\xe0\x80") is None       # overlong: E0 must be followed by A0..BF
+    assert m.walk(m.start, b"\xf4\x90") is None       # beyond U+10FFFF
+    assert m.walk(m.start, b"\xc0") is None and m.walk(m.start, b"\x80") is None
+    assert m.walk(m.start, b"\xf0\x9f") is not None
