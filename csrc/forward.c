@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "matmul.h"
 #include "quants.h"
 #include "threads.h"
 
@@ -354,20 +355,26 @@ void ll_context_free(ll_context *c) {
     free(c);
 }
 
-/* Scratch bytes for the largest matmul input of a batch. */
+/* Scratch bytes a group of weights that read the same input needs (-1 if invalid). */
+static int64_t group_work(const ll_tensor *const *mats, int count, int32_t n_batch) {
+    int types[LL_MATMUL_MAX_OUTS];
+    for (int i = 0; i < count; i++) types[i] = mats[i]->type;
+    return ll_matmul_many_work_size(types, count, mats[0]->cols, n_batch);
+}
+
+/* Scratch bytes for the largest matmul input of a batch: Q/K/V and gate/up
+ * each share one input, the rest read their own. */
 static int64_t work_size(const ll_model *m, int32_t n_batch) {
-    int64_t most = 0;
     const ll_tensor *out = &m->output;
-    int64_t w = ll_matmul_work_size(out->type, out->cols, n_batch);
-    if (w > most) most = w;
-    for (int l = 0; l < m->hp.n_layer; l++) {
+    int64_t most = group_work(&out, 1, n_batch);
+    for (int l = 0; l < m->hp.n_layer && most >= 0; l++) {
         const layer *L = &m->layers[l];
-        const ll_tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up,
-                                    &L->ffn_down };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            w = ll_matmul_work_size(mats[i]->type, mats[i]->cols, n_batch);
-            if (w > most) most = w;
-        }
+        const ll_tensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gate_up[] = { &L->ffn_gate, &L->ffn_up };
+        const ll_tensor *wo = &L->wo, *down = &L->ffn_down;
+        const int64_t w[] = { group_work(qkv, 3, n_batch), group_work(gate_up, 2, n_batch),
+                              group_work(&wo, 1, n_batch), group_work(&down, 1, n_batch) };
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            most = w[i] < 0 ? -1 : w[i] > most ? w[i] : most;
     }
     return most;
 }
@@ -468,6 +475,18 @@ static void add(float *x, const float *y, int64_t n) {
 /* Bytes of a [n_batch][width] scratch buffer: what every x and y below holds. */
 static size_t scratch_bytes(const ll_context *c, int64_t width) {
     return (size_t)c->n_batch * (size_t)width * sizeof(float);
+}
+
+/* The output slot of a shared-input matmul: y = x.W^T into a scratch buffer. */
+static ll_matmul_out into(const ll_context *c, const ll_tensor *w, float *y) {
+    return (ll_matmul_out){ w->type, w->data, w->nbytes, w->rows, y, scratch_bytes(c, w->rows) };
+}
+
+/* Every y = x.W^T of `outs`, for n rows of x (a scratch buffer of cols floats). */
+static int matmul_shared(ll_context *c, ll_pool *pool, const ll_matmul_out *outs, int n_outs,
+                         int64_t cols, const float *x, int32_t n) {
+    return ll_matmul_many(pool, outs, n_outs, cols, x, scratch_bytes(c, cols), n, c->work,
+                          c->work_bytes);
 }
 
 /* y = x.W^T for n rows; x and y are scratch buffers (or y the caller's logits,
@@ -592,9 +611,9 @@ static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t 
     const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
     int rc;
     rmsnorm_rows(c->xn, c->x, L->attn_norm, n, hp->n_embd, hp->norm_eps);
-    if ((rc = matmul(c, pool, &L->wq, c->xn, n, c->q, scratch_bytes(c, dq))) ||
-        (rc = matmul(c, pool, &L->wk, c->xn, n, c->k, scratch_bytes(c, dk))) ||
-        (rc = matmul(c, pool, &L->wv, c->xn, n, c->v, scratch_bytes(c, dv))))
+    const ll_matmul_out qkv[] = { into(c, &L->wq, c->q), into(c, &L->wk, c->k),
+                                  into(c, &L->wv, c->v) };
+    if ((rc = matmul_shared(c, pool, qkv, 3, hp->n_embd, c->xn, n)))
         return rc;
     if (hp->qkv_bias) {
         add_rows(c->q, L->bq, n, dq);
@@ -636,8 +655,8 @@ static int feed_forward(ll_context *c, ll_pool *pool, int l, int32_t n) {
     const int64_t nf = (int64_t)n * hp->n_ff;
     int rc;
     rmsnorm_rows(c->xn, c->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps);
-    if ((rc = matmul(c, pool, &L->ffn_gate, c->xn, n, c->gate, scratch_bytes(c, hp->n_ff))) ||
-        (rc = matmul(c, pool, &L->ffn_up, c->xn, n, c->up, scratch_bytes(c, hp->n_ff))))
+    const ll_matmul_out gate_up[] = { into(c, &L->ffn_gate, c->gate), into(c, &L->ffn_up, c->up) };
+    if ((rc = matmul_shared(c, pool, gate_up, 2, hp->n_embd, c->xn, n)))
         return rc;
     if (hp->activation == LL_ACT_SILU)
         for (int64_t i = 0; i < nf; i++) c->gate[i] = silu(c->gate[i]) * c->up[i];

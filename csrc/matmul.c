@@ -6,88 +6,206 @@
  * share the weight rows. One thread computes each output, in a fixed order,
  * so the result is the same for any thread count.
  *
+ * Several weights that read the same X (a layer's Q, K and V; gate and up)
+ * go in one run: one wake-up and one barrier instead of one per weight, and X
+ * quantized once per vec_dot type instead of once per weight. For a token of
+ * a small model those wake-ups are a visible share of the time.
+ *
  * Where the time goes: streaming W from memory. Each weight row is read once
  * and used against all n activation rows while it sits in L1. */
+#include "matmul.h"
 #include "quants.h"
 #include "threads.h"
 
 typedef struct {
     ll_vec_dot_fn dot;
-    ll_from_float_fn quantize;   /* NULL when activations stay float32 */
     const uint8_t *w;
-    int64_t rows, cols, n;
-    const float *x;
+    int64_t rows, w_row_bytes;
     float *y;
-    uint8_t *xq;
-    int64_t w_row_bytes, x_row_bytes;
+    int act;                     /* which entry of acts[] it reads */
+} matmul_out;
+
+typedef struct {
+    int type;                    /* the vec_dot type */
+    ll_from_float_fn quantize;   /* NULL when activations stay float32 */
+    const uint8_t *xq;           /* the activations it reads: quantized, or X itself */
+    int64_t row_bytes;
+} matmul_act;
+
+typedef struct {
+    matmul_out outs[LL_MATMUL_MAX_OUTS];
+    matmul_act acts[LL_MATMUL_MAX_OUTS];
+    int n_outs, n_acts, quantizes;
+    int64_t cols, n, total_bytes;
+    const float *x;
     ll_pool *pool;
 } matmul_task;
 
-int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n) {
-    if (wtype < 0 || wtype >= LL_TYPE_COUNT || !ll_traits[wtype].name || n <= 0) return -1;
-    int vdt = ll_traits[wtype].vec_dot_type;
-    if (vdt == LL_TYPE_F32) return 0; /* float activations are used in place */
-    int64_t rb = ll_row_bytes(vdt, cols);
-    if (rb <= 0 || n > INT64_MAX / rb) return -1;
-    return rb * n;
+static int valid_weight_type(int t) {
+    return t >= 0 && t < LL_TYPE_COUNT && ll_traits[t].name && ll_active->vec_dot[t];
 }
 
 /* a * b bytes, or -1 if it overflows int64 (a, b > 0) */
 static int64_t mul_bytes(int64_t a, int64_t b) { return a > INT64_MAX / b ? -1 : a * b; }
 
+int64_t ll_matmul_many_work_size(const int *types, int n_types, int64_t cols, int64_t n) {
+    if (!types || n_types < 1 || n_types > LL_MATMUL_MAX_OUTS || cols <= 0 || n <= 0) return -1;
+    int seen[LL_MATMUL_MAX_OUTS], n_seen = 0;
+    int64_t total = 0;
+    for (int i = 0; i < n_types; i++) {
+        if (types[i] < 0 || types[i] >= LL_TYPE_COUNT || !ll_traits[types[i]].name) return -1;
+        const int vdt = ll_traits[types[i]].vec_dot_type;
+        int known = vdt == LL_TYPE_F32;   /* float activations are used in place */
+        for (int k = 0; k < n_seen && !known; k++) known = seen[k] == vdt;
+        if (known) continue;
+        seen[n_seen++] = vdt;
+        const int64_t rb = ll_row_bytes(vdt, cols);
+        const int64_t bytes = rb > 0 ? mul_bytes(rb, n) : -1;
+        if (bytes < 0 || total > INT64_MAX - bytes) return -1;
+        total += bytes;
+    }
+    return total;
+}
+
+int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n) {
+    return ll_matmul_many_work_size(&wtype, 1, cols, n);
+}
+
+static void quantize_rows(const matmul_task *t, int ith, int nth) {
+    for (int64_t it = ith; it < (int64_t)t->n_acts * t->n; it += nth) {
+        const matmul_act *a = &t->acts[it / t->n];
+        const int64_t j = it % t->n;
+        if (a->quantize)
+            a->quantize(t->x + j * t->cols, (uint8_t *)a->xq + j * a->row_bytes, t->cols);
+    }
+}
+
+/* Thread ith's share: the weight rows whose first byte falls in its 1/nth of
+ * all the weights' bytes. */
+static void dot_rows(const matmul_task *t, int ith, int nth) {
+    const int64_t lo = t->total_bytes / nth * ith + t->total_bytes % nth * ith / nth;
+    const int64_t hi = ith + 1 == nth ? t->total_bytes
+                     : t->total_bytes / nth * (ith + 1) + t->total_bytes % nth * (ith + 1) / nth;
+    int64_t base = 0;
+    for (int o = 0; o < t->n_outs; o++) {
+        const matmul_out *m = &t->outs[o];
+        const matmul_act *a = &t->acts[m->act];
+        const int64_t span = m->rows * m->w_row_bytes;
+        int64_t r0 = lo <= base ? 0 : (lo - base + m->w_row_bytes - 1) / m->w_row_bytes;
+        int64_t r1 = hi <= base ? 0 : (hi - base + m->w_row_bytes - 1) / m->w_row_bytes;
+        if (r1 > m->rows) r1 = m->rows;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = m->w + r * m->w_row_bytes;
+            for (int64_t j = 0; j < t->n; j++)
+                m->dot(t->cols, &m->y[j * m->rows + r], wr, a->xq + j * a->row_bytes);
+        }
+        base += span;
+    }
+}
+
 static void matmul_run(void *arg, int ith, int nth) {
-    matmul_task *t = arg;
-    if (t->quantize) {
-        for (int64_t j = ith; j < t->n; j += nth)
-            t->quantize(t->x + j * t->cols, t->xq + j * t->x_row_bytes, t->cols);
+    const matmul_task *t = arg;
+    if (t->quantizes) {
+        quantize_rows(t, ith, nth);
         ll_pool_barrier(t->pool);
     }
-    const uint8_t *xq = t->quantize ? t->xq : (const uint8_t *)t->x;
-    int64_t per = (t->rows + nth - 1) / nth;
-    int64_t r0 = per * ith, r1 = r0 + per < t->rows ? r0 + per : t->rows;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wr = t->w + r * t->w_row_bytes;
-        for (int64_t j = 0; j < t->n; j++)
-            t->dot(t->cols, &t->y[j * t->rows + r], wr, xq + j * t->x_row_bytes);
+    dot_rows(t, ith, nth);
+}
+
+/* The index in t->acts of the activations of vec_dot type vdt, added if
+ * new; quantized rows are laid out in work from *used on. */
+static int act_for(matmul_task *t, int vdt, uint8_t *work, int64_t *used) {
+    for (int k = 0; k < t->n_acts; k++)
+        if (t->acts[k].type == vdt) return k;
+    matmul_act *a = &t->acts[t->n_acts];
+    a->type = vdt;
+    if (vdt == LL_TYPE_F32) {
+        a->quantize = NULL;
+        a->xq = (const uint8_t *)t->x;
+        a->row_bytes = t->cols * (int64_t)sizeof(float);
+    } else {
+        a->quantize = ll_active->quantize_act[vdt];
+        a->row_bytes = ll_row_bytes(vdt, t->cols);
+        a->xq = work + *used;
+        *used += a->row_bytes * t->n;
+        t->quantizes = 1;
     }
+    return t->n_acts++;
+}
+
+static int check_out(const ll_matmul_out *o, int64_t cols, int64_t n, int64_t *w_need) {
+    if (!valid_weight_type(o->type))
+        return ll_error(LL_ERR_UNSUPPORTED, "no matmul for weight type %d", o->type);
+    if (o->rows <= 0 || !o->w || !o->y)
+        return ll_error(LL_ERR_ARG, "matmul shape must be positive: rows=%lld cols=%lld n=%lld",
+                        (long long)o->rows, (long long)cols, (long long)n);
+    const int64_t wrb = ll_row_bytes(o->type, cols);
+    if (wrb < 0) return LL_ERR_ARG; /* the error names the block size */
+    *w_need = mul_bytes(o->rows, wrb);
+    const int64_t y_need = mul_bytes(n, mul_bytes(o->rows, (int64_t)sizeof(float)));
+    if (*w_need < 0 || y_need < 0)
+        return ll_error(LL_ERR_ARG, "matmul of %lld x %lld by %lld rows overflows a 64-bit size",
+                        (long long)o->rows, (long long)cols, (long long)n);
+    if ((uint64_t)*w_need != (uint64_t)o->w_bytes)
+        return ll_error(LL_ERR_ARG, "weights hold %zu bytes, %lld x %lld %s needs %lld",
+                        o->w_bytes, (long long)o->rows, (long long)cols, ll_traits[o->type].name,
+                        (long long)*w_need);
+    if ((uint64_t)y_need > (uint64_t)o->y_bytes)
+        return ll_error(LL_ERR_ARG, "y holds %zu bytes; %lld rows of %lld need %lld",
+                        o->y_bytes, (long long)n, (long long)o->rows, (long long)y_need);
+    return LL_OK;
+}
+
+int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t cols,
+                   const float *x, size_t x_bytes, int64_t n, void *work, size_t work_bytes) {
+    if (!outs || n_outs < 1 || n_outs > LL_MATMUL_MAX_OUTS)
+        return ll_error(LL_ERR_ARG, "a shared-input matmul takes 1..%d weights, got %d",
+                        LL_MATMUL_MAX_OUTS, n_outs);
+    if (cols <= 0 || n <= 0 || !x)
+        return ll_error(LL_ERR_ARG, "matmul shape must be positive: cols=%lld n=%lld",
+                        (long long)cols, (long long)n);
+    const int64_t x_need = mul_bytes(n, mul_bytes(cols, (int64_t)sizeof(float)));
+    if (x_need < 0)
+        return ll_error(LL_ERR_ARG, "%lld activation rows of %lld floats overflow a 64-bit "
+                        "size", (long long)n, (long long)cols);
+    if ((uint64_t)x_need > (uint64_t)x_bytes)
+        return ll_error(LL_ERR_ARG, "x holds %zu bytes; %lld rows of %lld need %lld",
+                        x_bytes, (long long)n, (long long)cols, (long long)x_need);
+    matmul_task task = { .cols = cols, .n = n, .x = x, .pool = pool };
+    int types[LL_MATMUL_MAX_OUTS];
+    for (int i = 0; i < n_outs; i++) {
+        int64_t w_need = 0;
+        int rc = check_out(&outs[i], cols, n, &w_need);
+        if (rc) return rc;
+        if (task.total_bytes > INT64_MAX - w_need)
+            return ll_error(LL_ERR_ARG, "the weights of one matmul overflow a 64-bit size");
+        task.total_bytes += w_need;
+        types[i] = outs[i].type;
+    }
+    const int64_t need = ll_matmul_many_work_size(types, n_outs, cols, n);
+    if (need < 0 || (uint64_t)need > (uint64_t)work_bytes || (need > 0 && !work))
+        return ll_error(LL_ERR_ARG, "work buffer holds %zu bytes, matmul needs %lld",
+                        work_bytes, (long long)need);
+    int64_t used = 0;
+    for (int i = 0; i < n_outs; i++) {
+        const ll_matmul_out *o = &outs[i];
+        task.outs[i] = (matmul_out){
+            .dot = ll_active->vec_dot[o->type], .w = o->w, .rows = o->rows,
+            .w_row_bytes = ll_row_bytes(o->type, cols), .y = o->y,
+            .act = act_for(&task, ll_traits[o->type].vec_dot_type, work, &used),
+        };
+    }
+    task.n_outs = n_outs;
+    ll_pool_run(pool, matmul_run, &task);
+    return LL_OK;
 }
 
 int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
               int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
               float *y, size_t y_bytes, void *work, size_t work_bytes) {
-    if (wtype < 0 || wtype >= LL_TYPE_COUNT || !ll_traits[wtype].name || !ll_active->vec_dot[wtype])
-        return ll_error(LL_ERR_UNSUPPORTED, "no matmul for weight type %d", wtype);
-    const ll_type_traits *t = &ll_traits[wtype];
     if (rows <= 0 || cols <= 0 || n <= 0)
         return ll_error(LL_ERR_ARG, "matmul shape must be positive: rows=%lld cols=%lld n=%lld",
                         (long long)rows, (long long)cols, (long long)n);
-    const int vdt = t->vec_dot_type;
-    const int64_t wrb = ll_row_bytes(wtype, cols), xrb = ll_row_bytes(vdt, cols);
-    if (wrb < 0 || xrb < 0) return LL_ERR_ARG; /* the error names the block size */
-    const int64_t w_need = mul_bytes(rows, wrb);
-    const int64_t x_need = mul_bytes(n, mul_bytes(cols, (int64_t)sizeof(float)));
-    const int64_t y_need = mul_bytes(n, mul_bytes(rows, (int64_t)sizeof(float)));
-    if (w_need < 0 || x_need < 0 || y_need < 0)
-        return ll_error(LL_ERR_ARG, "matmul of %lld x %lld by %lld rows overflows a 64-bit size",
-                        (long long)rows, (long long)cols, (long long)n);
-    if ((uint64_t)w_need != (uint64_t)w_bytes)
-        return ll_error(LL_ERR_ARG, "weights hold %zu bytes, %lld x %lld %s needs %lld",
-                        w_bytes, (long long)rows, (long long)cols, t->name, (long long)w_need);
-    if ((uint64_t)x_need > (uint64_t)x_bytes || (uint64_t)y_need > (uint64_t)y_bytes)
-        return ll_error(LL_ERR_ARG, "x holds %zu bytes and y %zu; %lld rows need %lld and %lld",
-                        x_bytes, y_bytes, (long long)n, (long long)x_need, (long long)y_need);
-    int64_t need = ll_matmul_work_size(wtype, cols, n);
-    if (need < 0 || (uint64_t)need > (uint64_t)work_bytes)
-        return ll_error(LL_ERR_ARG, "work buffer holds %zu bytes, matmul needs %lld",
-                        work_bytes, (long long)need);
-    matmul_task task = {
-        .dot = ll_active->vec_dot[wtype],
-        .quantize = vdt == LL_TYPE_F32 ? NULL : ll_active->quantize_act[vdt],
-        .w = w, .rows = rows, .cols = cols, .n = n, .x = x, .y = y, .xq = work,
-        .w_row_bytes = wrb,
-        .x_row_bytes = xrb,
-        .pool = pool,
-    };
-    ll_pool_run(pool, matmul_run, &task);
-    return LL_OK;
+    const ll_matmul_out out = { wtype, w, w_bytes, rows, y, y_bytes };
+    return ll_matmul_many(pool, &out, 1, cols, x, x_bytes, n, work, work_bytes);
 }

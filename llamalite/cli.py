@@ -517,7 +517,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llamalite: error: {message}\n")
 
 
-SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize")
+SUBCOMMANDS = ("run", "chat", "info", "perplexity", "quantize", "convert", "serve")
 
 
 def cmd_perplexity(args) -> int:
@@ -571,7 +571,7 @@ def cmd_quantize(args) -> int:
         if chatty:
             print(f"[{i:4d}/{n:4d}] {line}", file=sys.stderr)
     started = time.perf_counter()
-    result = quantize_model(args.input, args.output, args.type,
+    result = quantize_model(models.resolve(args.input), args.output, args.type,
                             allow_requantize=args.allow_requantize, pure=args.pure,
                             leave_output_tensor=args.leave_output_tensor,
                             output_tensor_type=args.output_tensor_type,
@@ -579,6 +579,23 @@ def cmd_quantize(args) -> int:
     print(f"model size  = {result.size_before / 2**20:8.2f} MiB")
     print(f"quant size  = {result.size_after / 2**20:8.2f} MiB")
     print(f"quantize time = {(time.perf_counter() - started) * 1000:.2f} ms")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    """convert_hf_to_gguf.py: one line per tensor on a terminal, then where
+    the file went and its size."""
+    from .convert import convert
+    if (args.output is None) == (args.outfile is None):
+        raise LlamaliteError("name the GGUF file to write once: as OUTPUT or with --outfile")
+    chatty = sys.stderr.isatty()
+
+    def show(i, n, name, line):
+        if chatty:
+            print(f"[{i:4d}/{n:4d}] {line}", file=sys.stderr)
+    result = convert(args.hf_dir, args.output or args.outfile, args.outtype, progress=show)
+    print(f"wrote {_shown(result.path)}: {result.architecture}, {result.n_tensors} tensors, "
+          f"{result.size / 2**20:.2f} MiB")
     return 0
 
 
@@ -612,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads (default: the physical cores)")
     p.set_defaults(func=cmd_perplexity)
     p = sub.add_parser("quantize", help="rewrite a GGUF model in another type (llama.cpp's mixes)")
-    p.add_argument("input", help="the GGUF model to read")
+    p.add_argument("input", help="the GGUF model to read: a path or a catalogue name")
     p.add_argument("output", help="the GGUF file to write")
     p.add_argument("type", help="Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, "
                                 "Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 "
@@ -626,6 +643,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-tensor-type", metavar="T", help="the type of output.weight")
     p.add_argument("--token-embedding-type", metavar="T", help="the type of token_embd.weight")
     p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("convert", help="a Hugging Face Llama/Qwen2 checkpoint to GGUF "
+                                       "(as llama.cpp's convert_hf_to_gguf.py)")
+    p.add_argument("hf_dir", help="the checkpoint directory (config.json, *.safetensors, "
+                                  "tokenizer.model or tokenizer.json)")
+    p.add_argument("output", nargs="?", help="the GGUF file to write")
+    p.add_argument("--outfile", help="the GGUF file to write (llama.cpp's spelling of OUTPUT)")
+    p.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0"),
+                   help="the type of the weight matrices; norms stay f32 (default f16)")
+    p.set_defaults(func=cmd_convert)
+    # listed here for the overview; main() hands its arguments to the server whole
+    sub.add_parser("serve", add_help=False,
+                   help="an OpenAI-compatible HTTP server with a chat page (serve --help)")
     return parser
 
 
@@ -639,6 +668,9 @@ def _with_default_command(argv: List[str]) -> List[str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from .server.__main__ import main as serve
+        return serve(argv[1:], prog="llamalite serve")
     args = build_parser().parse_args(_with_default_command(argv))
     try:
         return args.func(args)

@@ -211,10 +211,10 @@ def test_cli_errors_are_one_line(f32_model, quantized, tmp_path, args, message):
 
 
 def test_requantized_real_model_still_knows_paris(smollm2_path, tmp_path):
-    """SmolLM2's Q4_1 file requantized to Q8_0 (about 6 s here) still continues
-    the sentence as the original does."""
+    """SmolLM2's Q4_1 file, named by its catalogue name, requantized to Q8_0
+    (about 6 s here) still continues the sentence as the original does."""
     out = tmp_path / "smollm2-q8_0.gguf"
-    r = _cli("quantize", smollm2_path, out, "Q8_0", "--allow-requantize")
+    r = _cli("quantize", "smollm2-135m-instruct", out, "Q8_0", "--allow-requantize")
     assert r.returncode == 0, r.stderr
     with GGUFReader(out) as q:
         assert {t.type.name for n, t in q.tensors.items() if n.endswith("attn_q.weight")} \

@@ -12,45 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from . import quants
-from ._native import get_isa, lib, ptr
-from .threads import get_pool, physical_cores
+from .. import quants
+from .._native import get_isa, lib, ptr
+from ..threads import get_pool, physical_cores
+from .machine import cpu_name, last_level_cache_bytes
 
 KERNEL_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
                 "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def last_level_cache_bytes() -> int:
-    """The largest cache Linux reports for cpu0 (0 when unknown)."""
-    best = 0
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        try:
-            text = f.read_text().strip()
-        except OSError:
-            continue
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            best = max(best, int(digits) * mult)
-    return best
 
 
 def _weights(qtype: str, cols: int, target_bytes: int, seed: int = 0) -> tuple[np.ndarray, int]:
@@ -130,7 +104,7 @@ def format_markdown(rows, bandwidth, threads, info) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def _thread_list(text: str) -> list[int]:
+def thread_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -150,11 +124,10 @@ def _type_list(text: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llamalite.bench",
-                                     description="llamalite benchmarks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("kernels", help="GEMV GB/s per weight type vs memory read bandwidth")
-    k.add_argument("-t", "--threads", type=_thread_list, default=None,
+    k = parser = argparse.ArgumentParser(
+        prog="python -m llamalite.bench kernels",
+        description="GEMV GB/s per weight type against the memory read bandwidth")
+    k.add_argument("-t", "--threads", type=thread_list, default=None,
                    help="comma-separated thread counts (default: 1 and all physical cores)")
     k.add_argument("--types", type=_type_list, default=list(KERNEL_TYPES),
                    help="comma-separated weight types (default: all)")
