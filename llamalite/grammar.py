@@ -20,9 +20,10 @@ from .errors import GrammarError, InvalidArgumentError
 from .gbnf import parse
 from .grammar_match import GrammarState, Matcher, VocabIndex
 
-# Any JSON value at the top, with whitespace between tokens bounded so a
-# small model cannot pad forever.
-_JSON_RULES = r"""
+#: Rules for JSON values (value, object, array, string, number, ws) to build
+#: grammars on; whitespace between tokens is bounded so a small model cannot
+#: pad forever.
+JSON_RULES = r"""
 value  ::= object | array | string | number | ("true" | "false" | "null") ws
 object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
 array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
@@ -32,13 +33,13 @@ ws     ::= ( " " | "\n" [ \t]{0,8} )?
 """
 
 #: A JSON object (what response_format json_object asks for).
-JSON_GBNF = "root ::= object" + _JSON_RULES
+JSON_GBNF = "root ::= object" + JSON_RULES
 
 #: A JSON array.
-JSON_ARR_GBNF = "root ::= array" + _JSON_RULES
+JSON_ARR_GBNF = "root ::= array" + JSON_RULES
 
 #: Any JSON value.
-JSON_VALUE_GBNF = "root ::= value" + _JSON_RULES
+JSON_VALUE_GBNF = "root ::= value" + JSON_RULES
 
 
 class LlamaGrammar:
