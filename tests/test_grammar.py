@@ -2,6 +2,7 @@
 token filter, and sampled generations checked by independent checkers."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +343,48 @@ def test_prefixes_no_character_starts_with_are_rejected_at_once():
     assert m.walk(m.start, b"\xf4\x90") is None       # beyond U+10FFFF
     assert m.walk(m.start, b"\xc0") is None and m.walk(m.start, b"\x80") is None
     assert m.walk(m.start, b"\xf0\x9f") is not None
+
+
+# --- llama.cpp's grammar sampler, recorded (tests/data/grammar/llamacpp_allowed.md) -------
+
+DATA = Path(__file__).parent / "data" / "grammar"
+
+
+def partial_end(piece: bytes) -> bool:
+    """Whether the piece ends inside a UTF-8 character."""
+    for back in range(1, min(4, len(piece)) + 1):
+        byte = piece[-back]
+        if byte & 0xC0 != 0x80:  # the last character's first byte
+            need = 2 if byte >> 5 == 6 else 3 if byte >> 4 == 14 else 4 if byte >> 3 == 30 else 1
+            return need > back
+    return False
+
+
+@pytest.mark.parametrize("model", ["smollm2", "qwen25"])
+def test_allowed_tokens_match_llama_cpp_but_for_the_documented_differences(
+        model, smollm2_path, qwen25_path):
+    path = {"smollm2": smollm2_path, "qwen25": qwen25_path}[model]
+    cases = json.loads((DATA / "llamacpp_allowed.json").read_text())
+    ref = np.load(DATA / f"llamacpp_allowed_{model}.npz")
+    with Llama(str(path), vocab_only=True, verbose=False) as llm:
+        tok = llm._tokenizer
+        pieces = [tok.token_to_piece(i) for i in range(tok.n_vocab)]
+        vocab = VocabIndex(pieces, tok.eog_ids)
+        assert int(ref["n_vocab"]) == tok.n_vocab
+        for i, (grammar, prefix) in enumerate(cases):
+            tokens = ref[f"tokens{i}"].tolist()
+            assert tokens == tok.encode(prefix, add_bos=False)
+            state = LlamaGrammar.from_string(grammar).state(vocab)
+            for t in tokens:
+                state.accept(t)
+            ours = set(state.allowed().tolist())
+            if f"allowed{i}" in ref:
+                theirs = set(ref[f"allowed{i}"].tolist())
+            else:
+                theirs = set(range(tok.n_vocab)) - set(ref[f"rejected{i}"].tolist())
+            for t in ours - theirs:
+                assert pieces[t][:1] == b"\0" or partial_end(pieces[t]), (i, t, pieces[t])
+            for t in theirs - ours:
+                control = not pieces[t] and tok.token_to_piece(t, special=True)
+                assert control or max(pieces[t]) >= 0xF5, (i, t, pieces[t])
+            assert len(ours ^ theirs) < 0.001 * tok.n_vocab, i
