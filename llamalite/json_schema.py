@@ -261,6 +261,9 @@ class _Converter:
         prefix = schema.get("prefixItems", [])
         items = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(prefix)]
         rest = schema.get("items", True)
+        if isinstance(rest, list):
+            raise GrammarError(f"{hint}: items as a list (draft 4 tuples) is not supported; "
+                               "write prefixItems")
         rest_expr = None if rest is False else self.visit(rest, f"{hint}-item")
         # lists of n items for every allowed n, written as a chain of optionals
         body = self.items_from(0, items, rest_expr, lo, hi)

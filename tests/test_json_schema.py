@@ -113,6 +113,8 @@ def test_recursion_allof_types_and_formats():
     ({"$ref": "https://example.com/schema.json"}, "only local"),
     ({"$ref": "#/$defs/missing"}, "points at nothing"),
     ({"type": "tuple"}, "unknown type"),
+    ({"type": "array", "items": [{"type": "null"}]}, "prefixItems"),
+    ({"type": "string", "nullable": True}, "'nullable'"),
     ({"type": "array", "minItems": 3, "maxItems": 2}, "below minItems"),
     ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer"),
     (False, "accepts nothing"),
@@ -246,3 +248,13 @@ def test_hypothesis_schemas_accept_their_valid_documents(pair, data):
         doc = data.draw(docs)
         for text in (json.dumps(doc, ensure_ascii=False), json.dumps(doc, separators=(",", ":"), ensure_ascii=False)):
             assert grammar.matches(text), (schema, text)
+
+
+def test_prefix_items_against_jsonschema():
+    schema = {"type": "array", "prefixItems": [{"type": "integer"}, {"enum": ["a", "b"]}],
+              "items": False}
+    for doc in ([], [1], [1, "a"], [1, "c"], [1, "a", 2], ["a"]):
+        assert accepts(schema, doc) == jsonschema.Draft202012Validator(schema).is_valid(doc), doc
+    more = {**schema, "items": {"type": "null"}, "minItems": 3}
+    for doc in ([1, "a"], [1, "a", None], [1, "b", None, None], [1, "b", 2]):
+        assert accepts(more, doc) == jsonschema.Draft202012Validator(more).is_valid(doc), doc
