@@ -66,7 +66,8 @@ class LlamaGrammar:
         return cls.from_string(text, verbose=verbose)
 
     @classmethod
-    def from_json_schema(cls, json_schema: Union[str, dict], verbose: bool = True) -> "LlamaGrammar":
+    def from_json_schema(cls, json_schema: Union[str, dict],
+                         verbose: bool = True) -> "LlamaGrammar":
         """A grammar for the JSON documents a JSON schema (text, or a dict)
         accepts; GrammarError for what a grammar cannot express."""
         from .json_schema import schema_to_gbnf

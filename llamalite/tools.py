@@ -87,7 +87,8 @@ def plan(tools: Optional[list], tool_choice: Any, functions: Optional[list] = No
         if tool_choice == "required" and not tools:
             raise InvalidArgumentError('tool_choice "required" needs tools')
         return ToolPlan(tools, tool_choice)
-    name = (tool_choice.get("function") or {}).get("name") if isinstance(tool_choice, dict) else None
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str):
         raise InvalidArgumentError('tool_choice must be "none", "auto", "required" or '
                                    '{"type": "function", "function": {"name": ...}}, got '

@@ -113,7 +113,8 @@ def test_required_tool_choice_yields_validating_tool_calls(qwen):
 
 def test_named_tool_choice_streams_tool_call_deltas(qwen):
     chunks = list(qwen.create_chat_completion(
-        QUESTION, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        QUESTION, tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
         seed=1, max_tokens=64, stream=True))
     calls = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
     message = {"tool_calls": [{"id": calls[0]["id"], "type": calls[0]["type"], "function": {
@@ -134,10 +135,12 @@ def test_auto_with_an_unrelated_question_answers_in_content(qwen):
 
 def test_tool_results_continue_the_conversation(qwen):
     call = {"id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}
+            "function": {"name": "get_weather",
+                         "arguments": '{"city": "Paris", "unit": "celsius"}'}}
     conversation = QUESTION + [
         {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 18, "sky": "clear"}'}]
+        {"role": "tool", "tool_call_id": "call_1",
+         "content": '{"temperature": 18, "sky": "clear"}'}]
     plan = tools.plan([WEATHER], "auto")
     prompt = qwen._chat_formatter()(tools.prepared_messages(conversation, plan, native=True),
                                     tools=plan.tools).prompt
