@@ -34,3 +34,9 @@ class CheckpointError(LlamaliteError, ValueError):
     """A Hugging Face checkpoint to convert (config, safetensors, tokenizer
     files) is missing a part, malformed or hostile; the message names the
     file and the tensor or key."""
+
+
+class GrammarError(LlamaliteError, ValueError):
+    """A GBNF grammar or a JSON schema cannot be used: a syntax error (with
+    its line and column), an undefined or left-recursive rule, or a schema
+    feature a grammar cannot express."""

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._native import check, lib, ptr
+from .errors import GrammarError
 
 #: llama.cpp's seed value that means "pick a random seed".
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -57,6 +58,12 @@ MIROSTAT_M = 100
 # widens fourfold until the mass is reached. Most distributions a model emits
 # put p = 0.95 inside the first few dozen tokens.
 _HEAD = 256
+
+
+# After a grammar rejects the drawn token, how many of the best tokens are
+# checked one by one (in growing rounds) before the grammar's whole allowed
+# set is worked out instead.
+_GRAMMAR_SCAN = (64, 512, 2048)
 
 
 # --- hooks, with llama-cpp-python's names and call conventions -------------
@@ -433,10 +440,16 @@ class Sampler:
     `accept` is separate from `sample` so the caller decides what counts as
     history (a prompt can be accepted too). `input_ids` given to `sample` is
     what logits processors see; by default the accepted tokens.
+
+    `grammar` (a grammar_match.GrammarState) constrains the draws as
+    llama.cpp's common sampler does: the chain draws from the unconstrained
+    candidates first, and only when the grammar rejects that token are the
+    candidates cut to what it allows and the chain run again. `accept` then
+    also moves the grammar past the token (so accept only generated tokens).
     """
 
     def __init__(self, n_vocab: int, params: Optional[SamplingParams] = None, *,
-                 logits_processor: ProcessorArg = None, **kwargs):
+                 logits_processor: ProcessorArg = None, grammar=None, **kwargs):
         if n_vocab < 1:
             raise ValueError(f"n_vocab must be >= 1, got {n_vocab}")
         if params is not None and kwargs:
@@ -444,6 +457,7 @@ class Sampler:
         self.params = params if params is not None else SamplingParams.from_kwargs(**kwargs)
         self.n_vocab = int(n_vocab)
         self.logits_processor = _as_processor(logits_processor)
+        self.grammar = grammar
         bias = self.params.logit_bias
         for token in bias:
             if token >= n_vocab:
@@ -476,6 +490,8 @@ class Sampler:
         token = operator.index(token)
         if not 0 <= token < self.n_vocab:
             raise ValueError(f"token {token} is outside the vocabulary of {self.n_vocab}")
+        if self.grammar is not None:
+            self.grammar.accept(token)
         self._history.append(token)
         if self._window.maxlen == 0:
             return
@@ -498,6 +514,59 @@ class Sampler:
         """The next token id. Advances the random generator and, with mirostat,
         mu; does not accept the token."""
         scores = self._scores(logits, input_ids)
+        if self.grammar is None:
+            return self._draw(scores)
+        mu = self.mu
+        token = self._draw(scores)
+        if self.grammar.allows(token):
+            return token
+        self.mu = mu  # the rejected draw does not count
+        return self._draw(self._grammar_masked(scores))
+
+    def _grammar_masked(self, scores: np.ndarray, whole: bool = False) -> np.ndarray:
+        """scores with every token the grammar rejects here set to -inf.
+        When the chain starts with top-k (or is greedy), only the k best
+        allowed tokens can matter: they are looked for first by checking
+        tokens one by one in order of score (cheap in a permissive state,
+        such as inside a string), and the rest are left at -inf too; the
+        chain's result is the same. Otherwise (or when the k are not among
+        the first few thousand) the grammar's whole allowed set is used.
+        `whole` asks for the whole set always."""
+        k = 1 if self.params.temperature <= 0 else self.params.top_k
+        if not whole and k > 0 and not self.params.mirostat_mode:
+            best = self._best_allowed(scores, k)
+            if best is not None:
+                masked = np.full_like(scores, -np.inf)
+                masked[best] = scores[best]
+                return masked
+        allowed = self.grammar.allowed()
+        if len(allowed) == 0:
+            raise GrammarError("the grammar allows no token here (the vocabulary cannot "
+                               "spell anything it accepts next)")
+        masked = np.full_like(scores, -np.inf)
+        masked[allowed] = scores[allowed]
+        return masked
+
+    def _best_allowed(self, scores: np.ndarray, k: int) -> Optional[np.ndarray]:
+        """The k best-scoring tokens the grammar allows (ties: lower id), or
+        all allowed ones when fewer; None when the scan gives up."""
+        found: List[int] = []
+        seen = 0
+        for m in _GRAMMAR_SCAN:
+            positions, _ = _best_k(scores, m)
+            for token in positions[seen:].tolist():
+                if self.grammar.allows(token):
+                    found.append(token)
+                    if len(found) == k:
+                        return np.array(found)
+            seen = len(positions)
+            if seen == len(scores):
+                return np.array(found) if found else None
+        return None
+
+    def _draw(self, scores: np.ndarray) -> int:
+        """One token from processed scores through the chain (or greedy, or
+        mirostat)."""
         p = self.params
         if p.temperature <= 0:
             token = int(np.argmax(scores))  # a NaN, else +inf, is the argmax
@@ -518,6 +587,8 @@ class Sampler:
         probabilities (float32), in the order the draw walks them. Changes no
         state. Greedy gives the argmax with probability 1."""
         scores = self._scores(logits, input_ids)
+        if self.grammar is not None:
+            scores = self._grammar_masked(scores, whole=True)
         if self.params.temperature <= 0:
             token = np.argmax(scores)
             _require_samplable(scores[token])

@@ -51,6 +51,14 @@ def test_generation_records_say_how_many_weight_bytes_a_token_reads(json_run):
             assert "weights_gbps" not in r
 
 
+def test_grammar_adds_constrained_generation_beside_plain(smollm2_path):
+    r = bench("-m", smollm2_path, "-p", 0, "-n", 4, "-t", 1, "-r", 1, "-o", "json",
+              "--grammar", "json")
+    assert r.returncode == 0, r.stderr
+    assert [rec["test"] for rec in json.loads(r.stdout)] == ["tg4", "tg4 json"]
+    assert "invalid choice" in bench("--grammar", "yaml").stderr
+
+
 def test_markdown_and_csv(smollm2_path):
     r = bench("-m", smollm2_path, "-p", 8, "-n", 0, "-t", 1, "-r", 1)
     assert r.returncode == 0, r.stderr

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import synthetic
-from llamalite import (ContextOverflowError, Llama, LlamaliteError, LogitsProcessorList,
-                       StoppingCriteriaList, UnsupportedModelError)
+from llamalite import (ContextOverflowError, GrammarError, InvalidArgumentError, Llama,
+                       LlamaliteError, LogitsProcessorList, StoppingCriteriaList,
+                       UnsupportedModelError)
 from llamalite.model import Model
 
 DATA = Path(__file__).parent / "data"
@@ -504,8 +505,8 @@ def test_state_round_trip(smollm2_path, smollm):
             small.load_state(state)
 
 
-def test_grammar_is_refused_clearly(smollm):
-    with pytest.raises(UnsupportedModelError, match="grammar"):
+def test_a_grammar_that_is_not_one_is_refused_clearly(smollm):
+    with pytest.raises(GrammarError, match="grammar"):
         smollm("Hi", max_tokens=1, grammar=object())
 
 
@@ -523,12 +524,9 @@ def test_suffix_uses_fill_in_the_middle_tokens(qwen25_path):
         assert text_of(got).startswith("return a + b")
 
 
-def test_suffix_without_fill_in_the_middle_tokens_is_appended(smollm):
-    got = smollm(ALPHABET, suffix=" Z.", max_tokens=4, temperature=0)
-    assert text_of(got) == " G, H, Z."
-    streamed_text = "".join(streamed(smollm(ALPHABET, suffix=" Z.", max_tokens=4,
-                                            temperature=0, stream=True)))
-    assert streamed_text == " G, H, Z."
+def test_suffix_without_fill_in_the_middle_tokens_is_refused(smollm):
+    with pytest.raises(UnsupportedModelError, match="fill-in-the-middle"):
+        smollm(ALPHABET, suffix=" Z.", max_tokens=4, temperature=0)
 
 
 # --- embeddings ---------------------------------------------------------------------------
@@ -680,12 +678,14 @@ def test_chat_stream_has_llama_cpp_pythons_chunks(smollm):
     assert chunks[-1]["choices"][0]["finish_reason"] == want[-1]["choices"][0]["finish_reason"]
 
 
-def test_chat_tools_and_json_formats_are_refused_for_now(smollm):
+def test_chat_tool_mistakes_are_refused_clearly(smollm):
     tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
-    with pytest.raises(UnsupportedModelError, match="function calling"):
-        smollm.create_chat_completion(QUESTION, tools=[tool])
-    with pytest.raises(UnsupportedModelError, match="json_object"):
-        smollm.create_chat_completion(QUESTION, response_format={"type": "json_object"})
+    with pytest.raises(InvalidArgumentError, match="not among the tools"):
+        smollm.create_chat_completion(QUESTION, tools=[tool], tool_choice={
+            "type": "function", "function": {"name": "g"}})
+    with pytest.raises(InvalidArgumentError, match="brings its own grammar"):
+        smollm.create_chat_completion(QUESTION, tools=[tool], tool_choice="required",
+                                      response_format={"type": "json_object"})
 
 
 def test_chat_handler_is_called_as_llama_cpp_python_calls_it(smollm2_path):

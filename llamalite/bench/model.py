@@ -6,6 +6,8 @@ and generates, in llama-bench's vocabulary and columns.
 - `tg N`: generate N tokens one at a time after a one-token prompt, each a
   forward pass plus the default sampling chain (top-k 40, top-p 0.95, min-p
   0.05, temperature 0.8); t/s = N / seconds.
+- `tg N json` (with `--grammar json`): the same under a grammar, an endless
+  JSON array, so constrained sampling's cost shows beside plain `tg N`.
 
 Both run through the `Llama` API, so with `--peer llama-cpp-python` the very
 same calls run on `llama_cpp.Llama`. Repetitions are interleaved (for each
@@ -35,6 +37,7 @@ from .. import models
 from .._native import get_isa
 from ..errors import LlamaliteError
 from ..gguf import GGUFReader
+from ..grammar import JSON_RULES, LlamaGrammar
 from ..llama import Llama
 from ..quantize import FILE_TYPES
 from ..threads import physical_cores
@@ -45,14 +48,22 @@ OURS = "llamalite"
 PEERS = {"llama-cpp-python": "llama.cpp"}
 
 
+# Grammars generation can be timed under (--grammar): JSON values in an array
+# that never closes, so every test generates its full count.
+GRAMMARS = {"json": 'root ::= "[" ws value ( "," ws value )*' + JSON_RULES}
+
+
 @dataclass(frozen=True)
 class Test:
     n_prompt: int
     n_gen: int
+    grammar: str = ""  # a GRAMMARS name, for tg
 
     @property
     def name(self) -> str:
-        return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
+        if self.n_prompt:
+            return f"pp{self.n_prompt}"
+        return f"tg{self.n_gen} {self.grammar}" if self.grammar else f"tg{self.n_gen}"
 
 
 @dataclass
@@ -99,9 +110,10 @@ class Engine:
         self.impl, self.llm = impl, llm
         self.rng = np.random.default_rng(seed)
         self.n_vocab = n_vocab
+        self.grammars: dict = {}
 
     def run(self, test: Test) -> float:
-        return self._pp(test.n_prompt) if test.n_prompt else self._tg(test.n_gen)
+        return self._pp(test.n_prompt) if test.n_prompt else self._tg(test.n_gen, test.grammar)
 
     def _pp(self, n: int) -> float:
         tokens = self.rng.integers(0, self.n_vocab, n).tolist()
@@ -110,9 +122,10 @@ class Engine:
         self.llm.eval(tokens)
         return time.perf_counter() - started
 
-    def _tg(self, n: int) -> float:
+    def _tg(self, n: int, grammar: str = "") -> float:
         self.llm.reset()
-        tokens = self.llm.generate([int(self.rng.integers(0, self.n_vocab))])
+        kwargs = {"grammar": self._grammar(grammar)} if grammar else {}
+        tokens = self.llm.generate([int(self.rng.integers(0, self.n_vocab))], **kwargs)
         try:
             next(tokens)          # the one-token prompt and the first sample: not timed
             started = time.perf_counter()
@@ -121,6 +134,19 @@ class Engine:
             return time.perf_counter() - started
         finally:
             tokens.close()
+
+    def _grammar(self, name: str):
+        """The implementation's grammar object, parsed once (the states and
+        allowed tokens it works out carry over between repetitions, as they
+        would between a server's requests)."""
+        if name not in self.grammars:
+            if self.impl == OURS:
+                self.grammars[name] = LlamaGrammar.from_string(GRAMMARS[name])
+            else:
+                import llama_cpp
+                self.grammars[name] = llama_cpp.LlamaGrammar.from_string(GRAMMARS[name],
+                                                                         verbose=False)
+        return self.grammars[name]
 
 
 def _load(impl: str, path: Path, n_threads: int, n_ctx: int, n_batch: int):
@@ -151,7 +177,7 @@ def run_benchmark(facts: ModelFacts, tests, threads, impls, n_batch: int, reps: 
     buf = bandwidth_buffer()
     for engine in engines.values():     # warm-up: page the model in, wake the threads
         for test in tests:
-            engine.run(Test(test.n_prompt, min(test.n_gen, 4)))
+            engine.run(Test(test.n_prompt, min(test.n_gen, 4), test.grammar))
     seconds = {(impl, t, test.name): [] for (impl, t) in engines for test in tests}
     bandwidth = {t: [] for t in threads}
     for rep in range(reps):
@@ -288,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per forward call in pp (default 512)")
     p.add_argument("-r", "--repetitions", type=int, default=5, help="runs of each test (default 5)")
     p.add_argument("-o", "--output", choices=("md", "csv", "json"), default="md")
+    p.add_argument("--grammar", choices=tuple(GRAMMARS), default=None,
+                   help="also time each tg under this grammar (json: an endless JSON array)")
     p.add_argument("--peer", choices=tuple(PEERS), default=None,
                    help="also run the same tests through this implementation, interleaved")
     return p
@@ -301,6 +329,8 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         parser.error("-b/--batch-size must be at least 1")
     tests = [Test(n, 0) for n in args.n_prompt if n] + [Test(0, n) for n in args.n_gen if n]
+    if args.grammar:
+        tests += [Test(0, n, args.grammar) for n in args.n_gen if n]
     if not tests:
         parser.error("nothing to run: every -p and -n is 0")
     threads = args.threads or sorted({1, physical_cores()})
