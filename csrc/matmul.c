@@ -11,8 +11,11 @@
  * quantized once per vec_dot type instead of once per weight. For a token of
  * a small model those wake-ups are a visible share of the time.
  *
- * Where the time goes: streaming W from memory. Each weight row is read once
- * and used against all n activation rows while it sits in L1. */
+ * Where the time goes: for one row of X (generating a token), streaming W
+ * from memory, each weight row read once. For many rows (a prompt), the
+ * integer dots: X is taken in groups of rows that fit L1, each group against
+ * the thread's weight rows, and the 4-row dots unpack each weight block once
+ * for four rows of X. */
 #include "matmul.h"
 #include "quants.h"
 #include "threads.h"
@@ -81,6 +84,37 @@ static void quantize_rows(const matmul_task *t, int ith, int nth) {
     }
 }
 
+/* Activation bytes a thread keeps in L1 while it runs its weight rows
+ * against them: with several activation rows (prompt processing) the rows
+ * are taken in groups of about this size, each group against all of the
+ * thread's weight rows, so that the activations are read from L1 and only
+ * the weights stream from further out, once per group. */
+#define ACT_GROUP_BYTES (16 * 1024)
+
+/* How many activation rows go in a group: a multiple of 4, so that the
+ * 4-row dots see the same rows together whatever the group size. */
+static int64_t act_group_rows(int64_t row_bytes, int64_t n) {
+    int64_t rows = ACT_GROUP_BYTES / (row_bytes > 0 ? row_bytes : 1) / 4 * 4;
+    if (rows < 4) rows = 4;
+    return rows < n ? rows : n;
+}
+
+/* Weight rows r0..r1 of one output against activation rows j0..j1. */
+static void dot_block(const matmul_task *t, const matmul_out *m, int64_t r0, int64_t r1,
+                      int64_t j0, int64_t j1) {
+    const matmul_act *a = &t->acts[m->act];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = m->w + r * m->w_row_bytes;
+        int64_t j = j0;
+        if (m->dot4)
+            for (; j + 4 <= j1; j += 4)
+                m->dot4(t->cols, &m->y[j * m->rows + r], m->rows, wr,
+                        a->xq + j * a->row_bytes, (size_t)a->row_bytes);
+        for (; j < j1; j++)
+            m->dot(t->cols, &m->y[j * m->rows + r], wr, a->xq + j * a->row_bytes);
+    }
+}
+
 /* Thread ith's share: the weight rows whose first byte falls in its 1/nth of
  * all the weights' bytes. */
 static void dot_rows(const matmul_task *t, int ith, int nth) {
@@ -90,21 +124,13 @@ static void dot_rows(const matmul_task *t, int ith, int nth) {
     int64_t base = 0;
     for (int o = 0; o < t->n_outs; o++) {
         const matmul_out *m = &t->outs[o];
-        const matmul_act *a = &t->acts[m->act];
         const int64_t span = m->rows * m->w_row_bytes;
         int64_t r0 = lo <= base ? 0 : (lo - base + m->w_row_bytes - 1) / m->w_row_bytes;
         int64_t r1 = hi <= base ? 0 : (hi - base + m->w_row_bytes - 1) / m->w_row_bytes;
         if (r1 > m->rows) r1 = m->rows;
-        for (int64_t r = r0; r < r1; r++) {
-            const uint8_t *wr = m->w + r * m->w_row_bytes;
-            int64_t j = 0;
-            if (m->dot4)
-                for (; j + 4 <= t->n; j += 4)
-                    m->dot4(t->cols, &m->y[j * m->rows + r], m->rows, wr,
-                            a->xq + j * a->row_bytes, (size_t)a->row_bytes);
-            for (; j < t->n; j++)
-                m->dot(t->cols, &m->y[j * m->rows + r], wr, a->xq + j * a->row_bytes);
-        }
+        const int64_t group = act_group_rows(t->acts[m->act].row_bytes, t->n);
+        for (int64_t j0 = 0; r0 < r1 && j0 < t->n; j0 += group)
+            dot_block(t, m, r0, r1, j0, j0 + group < t->n ? j0 + group : t->n);
         base += span;
     }
 }
