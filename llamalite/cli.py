@@ -191,7 +191,7 @@ def _rate(seconds: float, n: int) -> str:
 
 def summary_lines(stats: _Stats, llm) -> List[str]:
     """llama.cpp's closing timings (same lines, same numbers), then the memory
-    the model took: the mapped file and the KV cache."""
+    the model took: its weights (the file's size) and the KV cache."""
     total_ms = (time.perf_counter() - stats.started) * 1000
     t = stats.turns
     mib = 1 / 2**20
@@ -209,7 +209,7 @@ def summary_lines(stats: _Stats, llm) -> List[str]:
         f"llamalite:       total time = {total_ms:10.2f} ms / "
         f"{t.prompt_tokens + t.eval_tokens:5d} tokens",
         f"llamalite:      memory used = {(file_bytes + kv_bytes) * mib:10.2f} MiB (model "
-        f"{file_bytes * mib:.2f} MiB mapped + KV cache {kv_bytes * mib:.2f} MiB; "
+        f"{file_bytes * mib:.2f} MiB + KV cache {kv_bytes * mib:.2f} MiB; "
         f"peak resident {peak_rss * mib:.2f} MiB)",
     ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import mmap
 import os
 import threading
 import weakref
@@ -252,11 +253,50 @@ class ModelConfig:
         return wanted
 
 
-def _bind(t: GGUFTensor, c_tensor, keep: list) -> None:
+_HUGE_PAGE = 2 << 20
+
+
+def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray]:
+    """The file's tensor data (from the first tensor's byte to the end of the
+    file) read into anonymous memory that asks for 2 MiB pages, as (the
+    memory, a uint8 view of the data whose byte 0 is file byte
+    reader.data_offset), or None when the file holds no tensor bytes.
+
+    Why: generating a token streams every weight once, and over a file
+    mapping's 4 KiB pages the TLB misses cost a third of that speed here
+    (a Q8_0 GEMV: 14.8 GB/s mapped, 20.3 GB/s from huge pages). Read, not
+    copied from the mapping, so the file's pages never count twice in the
+    resident set. Costs a read of the file at load (page cache: ~0.1 s per
+    500 MB)."""
+    size = os.path.getsize(reader.path) - reader.data_offset
+    if size <= 0:
+        return None
+    # private: a shared anonymous mapping is shmem, which gets no huge pages
+    mem = mmap.mmap(-1, size + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        mem.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(mem, dtype=np.uint8)
+    start = -whole.ctypes.data % _HUGE_PAGE   # huge pages need 2 MiB-aligned spans
+    data = whole[start:start + size]
+    with open(reader.path, "rb") as f:
+        f.seek(reader.data_offset)
+        view, done = memoryview(data), 0
+        while done < size:
+            n = f.readinto(view[done:])
+            if not n:
+                raise GGUFError(f"{reader.path}: the file shrank while it was being read")
+            done += n
+    data.flags.writeable = False
+    return mem, data
+
+
+def _bind(t: GGUFTensor, c_tensor, keep: list, weights: np.ndarray | None,
+          data_offset: int) -> None:
     if t.type not in SUPPORTED:
         raise UnsupportedModelError(f"tensor {t.name!r} has type {t.type.name}, which "
                                     "llamalite does not run")
-    buf = ffi.from_buffer(t.data)
+    at = t.offset - data_offset
+    buf = ffi.from_buffer(t.data if weights is None else weights[at:at + t.nbytes])
     keep.append(buf)
     c_tensor.data = buf
     c_tensor.nbytes = t.nbytes
@@ -278,15 +318,18 @@ def _close_open_models() -> None:
 class Model:
     """A GGUF model bound to the C forward pass, with a KV cache of n_ctx positions.
 
-    `model` is a path or an open GGUFReader (whose tensors are used in place:
-    nothing is copied). n_ctx None or 0 means the model's training context;
-    n_batch is clamped to n_ctx; n_threads None means the physical cores;
-    kv_type is "F16" (default, as llama.cpp) or "F32".
+    `model` is a path or an open GGUFReader. The weights are read into
+    huge-page memory (read_tensor_data), or with use_mmap used in place in the
+    file's mapping (nothing read until touched, pages shared with other
+    processes, generation slower). n_ctx None or 0 means the model's training
+    context; n_batch is clamped to n_ctx; n_threads None means the physical
+    cores; kv_type is "F16" (default, as llama.cpp) or "F32".
     """
 
     def __init__(self, model: str | os.PathLike | GGUFReader, n_ctx: int | None = None,
-                 n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16"):
-        self._model = self._ctx = None
+                 n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16",
+                 use_mmap: bool = False):
+        self._model = self._ctx = self._weights = None
         self._lock = threading.Lock()   # one evaluation at a time: the cache and scratch are shared
         self._owns_reader = not isinstance(model, GGUFReader)
         self.reader = GGUFReader(model) if self._owns_reader else model
@@ -298,6 +341,7 @@ class Model:
                 raise ValueError(f"kv_type {kv_type!r}: expected one of {', '.join(KV_TYPES)}")
             self.kv_type = kv_type
             self.n_threads = lib.ll_pool_size(get_pool(n_threads))
+            self._weights = None if use_mmap else read_tensor_data(self.reader)
             self._model = self._new_model()
             ctx = ffi.new("ll_context **")
             check(lib.ll_context_new(self._model, self.n_ctx, self.n_batch, self.n_threads,
@@ -317,6 +361,8 @@ class Model:
                 f"{self.reader.path}: tensor {unused[0]!r} is not used by llamalite's "
                 f"{cfg.arch.name} ({len(unused)} such tensors)")
         self._keep: list = []
+        weights = self._weights[1] if self._weights else None
+        offset = self.reader.data_offset
         globals_ = ffi.new("ll_model_tensors *")
         layers = ffi.new("ll_layer_tensors[]", cfg.n_layer)
         for fld, name in wanted.items():
@@ -324,9 +370,10 @@ class Model:
                 raise GGUFError(f"{self.reader.path}: tensor {name!r} is missing")
             if fld.startswith("blk."):
                 _, il, member = fld.split(".", 2)
-                _bind(tensors[name], getattr(layers[int(il)], member), self._keep)
+                _bind(tensors[name], getattr(layers[int(il)], member), self._keep, weights,
+                      offset)
             else:
-                _bind(tensors[name], getattr(globals_, fld), self._keep)
+                _bind(tensors[name], getattr(globals_, fld), self._keep, weights, offset)
         for il, slides in enumerate(cfg.sliding):
             layers[il].sliding = int(slides)
         out = ffi.new("ll_model **")
@@ -447,6 +494,7 @@ class Model:
         if model is not None:
             lib.ll_model_free(model)
         self._keep = []
+        self._weights = None   # the last references: the memory is unmapped now
         if self._owns_reader and getattr(self, "reader", None) is not None:
             self.reader.close()
 

@@ -27,7 +27,7 @@ SUMMARY = {
     "eval": r"llamalite:        eval time = +[\d.]+ ms / +(\d+) runs +\( +[\d.]+ ms per token, "
             r"+[\d.]+ tokens per second\)",
     "total": r"llamalite:       total time = +[\d.]+ ms / +(\d+) tokens",
-    "memory": r"llamalite:      memory used = +[\d.]+ MiB \(model ([\d.]+) MiB mapped \+ KV cache "
+    "memory": r"llamalite:      memory used = +[\d.]+ MiB \(model ([\d.]+) MiB \+ KV cache "
               r"([\d.]+) MiB; peak resident [\d.]+ MiB\)",
 }
 

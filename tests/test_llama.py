@@ -697,3 +697,17 @@ def test_chat_handler_is_called_as_llama_cpp_python_calls_it(smollm2_path):
     with new_llama(smollm2_path, n_ctx=64, chat_handler=handler, vocab_only=True) as llm:
         assert llm.create_chat_completion(QUESTION, temperature=0.5) == {"handled": True}
     assert seen["llama"] is llm and seen["messages"] == QUESTION and seen["temperature"] == 0.5
+
+
+def test_weights_read_into_memory_or_mapped_give_the_same_logits(smollm2_path):
+    """By default the weights are read into huge-page memory; use_mmap=True
+    computes on the file mapping itself. Same weights, same bits."""
+    read = Llama(str(smollm2_path), n_ctx=64, logits_all=True, verbose=False)
+    mapped = Llama(str(smollm2_path), n_ctx=64, logits_all=True, verbose=False, use_mmap=True)
+    assert read._model._weights is not None and mapped._model._weights is None
+    ids = read.tokenize(b"The capital of France is")
+    read.eval(ids)
+    mapped.eval(ids)
+    assert np.array_equal(read.scores[:len(ids)], mapped.scores[:len(ids)])
+    read.close()
+    assert read._model is None or read._model._weights is None
