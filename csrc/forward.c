@@ -545,13 +545,13 @@ static uint8_t *v_at(const ll_context *c, int l, int64_t dim, int32_t pos) {
     return c->v_cache + (((size_t)l * dv + dim) * c->n_ctx + pos) * c->kv_elt;
 }
 
-/* Cache the batch's keys and values at positions pos0.. */
-static void store_kv(ll_context *c, int l, int32_t pos0, int32_t n) {
+/* Cache the keys and values of the batch's tokens t0..t1-1 at positions pos0 + t */
+static void store_kv(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
     const ll_hparams *hp = &c->m->hp;
     const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k;
     const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const ll_from_float_fn put = ll_traits[c->kv_type].from_float;
-    for (int32_t t = 0; t < n; t++) {
+    for (int32_t t = t0; t < t1; t++) {
         put(c->k + t * dk, k_at(c, l, pos0 + t, 0), dk);
         for (int64_t i = 0; i < dv; i++) put(c->v + t * dv + i, v_at(c, l, i, pos0 + t), 1);
     }
@@ -603,43 +603,86 @@ static void attend_run(void *arg, int ith, int nth) {
         attend_one(t, (int32_t)(it / n_head), (int)(it % n_head), scores);
 }
 
-static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t n) {
+/* ---- the per-token steps between the matmuls -------------------------------------------- */
+
+/* A step over tokens t0..t1-1 of the batch (at positions pos0 + t) of layer l. */
+typedef void (*token_step)(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1);
+
+typedef struct {
+    ll_context *c;
+    int l;
+    int32_t pos0, n;
+    token_step step;
+} token_task;
+
+static void token_run(void *arg, int ith, int nth) {
+    const token_task *t = arg;
+    const int32_t per = (t->n + nth - 1) / nth, t0 = per * ith;
+    const int32_t t1 = t0 + per < t->n ? t0 + per : t->n;
+    if (t0 < t1) t->step(t->c, t->l, t->pos0, t0, t1);
+}
+
+/* Below this many tokens a step runs on the calling thread: waking the pool
+ * costs more than a generated token's norms and activations. */
+#define TOKENS_PER_WAKE 8
+
+/* `step` over the batch's n tokens, split among the pool's threads for a
+ * prompt. Each token is one thread's, so the results do not depend on the split. */
+static void for_tokens(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t n,
+                       token_step step) {
+    if (n < TOKENS_PER_WAKE) {
+        step(c, l, pos0, 0, n);
+        return;
+    }
+    token_task task = { c, l, pos0, n, step };
+    ll_pool_run(pool, token_run, &task);
+}
+
+/* x -> xn, the attention's input norm */
+static void attn_norm_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
+    (void)pos0;
+    const ll_hparams *hp = &c->m->hp;
+    const int64_t d = hp->n_embd;
+    rmsnorm_rows(c->xn + t0 * d, c->x + t0 * d, c->m->layers[l].attn_norm, t1 - t0, d,
+                 hp->norm_eps);
+}
+
+/* q, k, v as the attention reads them: biases, q/k norms, rope; k and v cached */
+static void qkv_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
     const ll_hparams *hp = &c->m->hp;
     const layer *L = &c->m->layers[l];
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim_k;
     const int64_t dk = (int64_t)hp->n_head_kv * hp->head_dim_k;
     const int64_t dv = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    int rc;
-    rmsnorm_rows(c->xn, c->x, L->attn_norm, n, hp->n_embd, hp->norm_eps);
-    const ll_matmul_out qkv[] = { into(c, &L->wq, c->q), into(c, &L->wk, c->k),
-                                  into(c, &L->wv, c->v) };
-    if ((rc = matmul_shared(c, pool, qkv, 3, hp->n_embd, c->xn, n)))
-        return rc;
+    const int32_t n = t1 - t0;
+    float *q = c->q + t0 * dq, *k = c->k + t0 * dk;
     if (hp->qkv_bias) {
-        add_rows(c->q, L->bq, n, dq);
-        add_rows(c->k, L->bk, n, dk);
-        add_rows(c->v, L->bv, n, dv);
+        add_rows(q, L->bq, n, dq);
+        add_rows(k, L->bk, n, dk);
+        add_rows(c->v + t0 * dv, L->bv, n, dv);
     }
     if (hp->qk_norm) {
-        rmsnorm_rows(c->q, c->q, L->q_norm, (int64_t)n * hp->n_head, hp->head_dim_k, hp->norm_eps);
-        rmsnorm_rows(c->k, c->k, L->k_norm, (int64_t)n * hp->n_head_kv, hp->head_dim_k,
-                     hp->norm_eps);
+        rmsnorm_rows(q, q, L->q_norm, (int64_t)n * hp->n_head, hp->head_dim_k, hp->norm_eps);
+        rmsnorm_rows(k, k, L->k_norm, (int64_t)n * hp->n_head_kv, hp->head_dim_k, hp->norm_eps);
     }
     const int kind = L->sliding ? ROPE_SLIDING : ROPE_GLOBAL;
-    const float *table = c->rope + (size_t)kind * c->n_batch * hp->head_dim_k;
-    rope_rows(c->q, n, hp->n_head, hp->head_dim_k, hp->rope_style, table);
-    rope_rows(c->k, n, hp->n_head_kv, hp->head_dim_k, hp->rope_style, table);
-    store_kv(c, l, pos0, n);
+    const float *table = c->rope + ((size_t)kind * c->n_batch + t0) * hp->head_dim_k;
+    rope_rows(q, n, hp->n_head, hp->head_dim_k, hp->rope_style, table);
+    rope_rows(k, n, hp->n_head_kv, hp->head_dim_k, hp->rope_style, table);
+    store_kv(c, l, pos0, t0, t1);
+}
 
-    attend_task task = { c, l, pos0, n };
-    ll_pool_run(pool, attend_run, &task);
-
-    if ((rc = matmul(c, pool, &L->wo, c->att, n, c->out, scratch_bytes(c, hp->n_embd))))
-        return rc;
-    if (hp->post_norms)
-        rmsnorm_rows(c->out, c->out, L->attn_post_norm, n, hp->n_embd, hp->norm_eps);
-    add(c->x, c->out, (int64_t)n * hp->n_embd);
-    return LL_OK;
+/* x += the attention's output (post-normed where the model does), then x ->
+ * xn, the feed-forward's input norm */
+static void attn_out_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
+    (void)pos0;
+    const ll_hparams *hp = &c->m->hp;
+    const layer *L = &c->m->layers[l];
+    const int64_t d = hp->n_embd, n = t1 - t0;
+    float *out = c->out + t0 * d, *x = c->x + t0 * d;
+    if (hp->post_norms) rmsnorm_rows(out, out, L->attn_post_norm, n, d, hp->norm_eps);
+    add(x, out, n * d);
+    rmsnorm_rows(c->xn + t0 * d, x, L->ffn_norm, n, d, hp->norm_eps);
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -649,24 +692,63 @@ static float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
 }
 
+/* gate = act(gate) * up */
+static void activation_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
+    (void)l, (void)pos0;
+    const ll_hparams *hp = &c->m->hp;
+    const int64_t from = t0 * hp->n_ff, to = t1 * hp->n_ff;
+    float *gate = c->gate, *up = c->up;
+    if (hp->activation == LL_ACT_SILU)
+        for (int64_t i = from; i < to; i++) gate[i] = silu(gate[i]) * up[i];
+    else
+        for (int64_t i = from; i < to; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+/* x += the feed-forward's output (post-normed where the model does) */
+static void ffn_out_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
+    (void)pos0;
+    const ll_hparams *hp = &c->m->hp;
+    const int64_t d = hp->n_embd, n = t1 - t0;
+    float *out = c->out + t0 * d;
+    if (hp->post_norms) rmsnorm_rows(out, out, c->m->layers[l].ffn_post_norm, n, d, hp->norm_eps);
+    add(c->x + t0 * d, out, n * d);
+}
+
+/* ---- a layer ------------------------------------------------------------------------------ */
+
+/* The attention block: leaves x += attention(x) and xn = the feed-forward's input. */
+static int attention(ll_context *c, ll_pool *pool, int l, int32_t pos0, int32_t n) {
+    const ll_hparams *hp = &c->m->hp;
+    const layer *L = &c->m->layers[l];
+    int rc;
+    for_tokens(c, pool, l, pos0, n, attn_norm_step);
+    const ll_matmul_out qkv[] = { into(c, &L->wq, c->q), into(c, &L->wk, c->k),
+                                  into(c, &L->wv, c->v) };
+    if ((rc = matmul_shared(c, pool, qkv, 3, hp->n_embd, c->xn, n)))
+        return rc;
+    for_tokens(c, pool, l, pos0, n, qkv_step);
+
+    attend_task task = { c, l, pos0, n };
+    ll_pool_run(pool, attend_run, &task);
+
+    if ((rc = matmul(c, pool, &L->wo, c->att, n, c->out, scratch_bytes(c, hp->n_embd))))
+        return rc;
+    for_tokens(c, pool, l, pos0, n, attn_out_step);
+    return LL_OK;
+}
+
+/* The feed-forward block, from xn (left by attention): x += ffn(xn). */
 static int feed_forward(ll_context *c, ll_pool *pool, int l, int32_t n) {
     const ll_hparams *hp = &c->m->hp;
     const layer *L = &c->m->layers[l];
-    const int64_t nf = (int64_t)n * hp->n_ff;
     int rc;
-    rmsnorm_rows(c->xn, c->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps);
     const ll_matmul_out gate_up[] = { into(c, &L->ffn_gate, c->gate), into(c, &L->ffn_up, c->up) };
     if ((rc = matmul_shared(c, pool, gate_up, 2, hp->n_embd, c->xn, n)))
         return rc;
-    if (hp->activation == LL_ACT_SILU)
-        for (int64_t i = 0; i < nf; i++) c->gate[i] = silu(c->gate[i]) * c->up[i];
-    else
-        for (int64_t i = 0; i < nf; i++) c->gate[i] = gelu_tanh(c->gate[i]) * c->up[i];
+    for_tokens(c, pool, l, 0, n, activation_step);
     if ((rc = matmul(c, pool, &L->ffn_down, c->gate, n, c->out, scratch_bytes(c, hp->n_embd))))
         return rc;
-    if (hp->post_norms)
-        rmsnorm_rows(c->out, c->out, L->ffn_post_norm, n, hp->n_embd, hp->norm_eps);
-    add(c->x, c->out, (int64_t)n * hp->n_embd);
+    for_tokens(c, pool, l, 0, n, ffn_out_step);
     return LL_OK;
 }
 
