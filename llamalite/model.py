@@ -256,6 +256,18 @@ class ModelConfig:
 _HUGE_PAGE = 2 << 20
 
 
+def huge_page_memory(size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """`size` bytes of private anonymous memory, 2 MiB-aligned and advised to
+    use 2 MiB pages: (the mapping, a writable uint8 view of the bytes)."""
+    # private: a shared anonymous mapping is shmem, which gets no huge pages
+    mem = mmap.mmap(-1, size + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        mem.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(mem, dtype=np.uint8)
+    start = -whole.ctypes.data % _HUGE_PAGE   # huge pages need 2 MiB-aligned spans
+    return mem, whole[start:start + size]
+
+
 def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray]:
     """The file's tensor data (from the first tensor's byte to the end of the
     file) read into anonymous memory that asks for 2 MiB pages, as (the
@@ -271,13 +283,7 @@ def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray]:
     size = os.path.getsize(reader.path) - reader.data_offset
     if size <= 0:
         return None
-    # private: a shared anonymous mapping is shmem, which gets no huge pages
-    mem = mmap.mmap(-1, size + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        mem.madvise(mmap.MADV_HUGEPAGE)
-    whole = np.frombuffer(mem, dtype=np.uint8)
-    start = -whole.ctypes.data % _HUGE_PAGE   # huge pages need 2 MiB-aligned spans
-    data = whole[start:start + size]
+    mem, data = huge_page_memory(size)
     with open(reader.path, "rb") as f:
         f.seek(reader.data_offset)
         view, done = memoryview(data), 0

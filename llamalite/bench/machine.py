@@ -36,17 +36,28 @@ def last_level_cache_bytes() -> int:
     return best
 
 
-def bandwidth_buffer(min_bytes: int = 256 << 20) -> np.ndarray:
+def bandwidth_buffer(min_bytes: int = 256 << 20) -> tuple:
     """A buffer twice the last-level cache (at least min_bytes), so that
-    reading it measures DRAM, not a cache."""
-    size = max(min_bytes, 2 * last_level_cache_bytes())
-    return np.ones(size // 8, np.float64)   # written once: every page is real
+    reading it measures DRAM, not a cache; in 2 MiB pages, as the weights
+    (llamalite.model.read_tensor_data), so that both pay the same for TLB
+    misses. Returns (the mapping, which must stay alive, a float64 view)."""
+    from ..model import huge_page_memory
+    size = max(min_bytes, 2 * last_level_cache_bytes()) // 8 * 8
+    mem, raw = huge_page_memory(size)
+    buf = raw.view(np.float64)
+    buf[:] = 1.0   # written once: every page is real
+    return mem, buf
 
 
-def read_bandwidth(buf: np.ndarray, n_threads: int) -> float:
-    """Bytes per second of one threaded read of `buf` (ll_mem_read: each
-    thread sums its share with wide loads)."""
+def read_bandwidth(buf: np.ndarray, n_threads: int, reads: int = 3) -> float:
+    """Bytes per second of the fastest of `reads` threaded reads of `buf`
+    (ll_mem_read: each thread sums its share with wide loads). The first read
+    after a pause runs well below the others (the cores wake up and raise
+    their clocks), hence several."""
     pool = get_pool(n_threads)
-    started = time.perf_counter()
-    lib.ll_mem_read(pool, ptr(buf), buf.nbytes)
-    return buf.nbytes / (time.perf_counter() - started)
+    best = float("inf")
+    for _ in range(reads):
+        started = time.perf_counter()
+        lib.ll_mem_read(pool, ptr(buf), buf.nbytes)
+        best = min(best, time.perf_counter() - started)
+    return buf.nbytes / best

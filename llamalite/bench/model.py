@@ -45,6 +45,10 @@ from .kernels import thread_list
 from .machine import bandwidth_buffer, cpu_name, read_bandwidth
 
 OURS = "llamalite"
+# A pause before each timed run: worker threads that spin a while after their
+# last job (both implementations' do) are asleep again, so that neither run
+# shares the cores with the other's leftovers.
+SETTLE_S = 0.05
 PEERS = {"llama-cpp-python": "llama.cpp"}
 
 
@@ -174,7 +178,7 @@ def run_benchmark(facts: ModelFacts, tests, threads, impls, n_batch: int, reps: 
         for impl in impls:
             llm = _load(impl, facts.path, t, n_ctx, n_batch)
             engines[impl, t] = Engine(impl, llm, llm.n_vocab(), seed=t)
-    buf = bandwidth_buffer()
+    mapping, buf = bandwidth_buffer()   # buf reads the mapping: both live to the end
     for engine in engines.values():     # warm-up: page the model in, wake the threads
         for test in tests:
             engine.run(Test(test.n_prompt, min(test.n_gen, 4), test.grammar))
@@ -182,9 +186,11 @@ def run_benchmark(facts: ModelFacts, tests, threads, impls, n_batch: int, reps: 
     bandwidth = {t: [] for t in threads}
     for rep in range(reps):
         for t in threads:
+            time.sleep(SETTLE_S)
             bandwidth[t].append(read_bandwidth(buf, t))
             for test in tests:
                 for impl in (impls if rep % 2 == 0 else impls[::-1]):
+                    time.sleep(SETTLE_S)
                     s = engines[impl, t].run(test)
                     seconds[impl, t, test.name].append(s)
                     if log:
