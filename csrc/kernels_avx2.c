@@ -385,9 +385,11 @@ static inline __m256i dot_w_q4_0(__m256i w, const int8_t *yq) {
 static inline __m256i q5_quants(const uint8_t *qs, const uint8_t *qh) {
     return _mm256_or_si256(nibbles_32(qs), _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10)));
 }
-static inline __m256i w_q5_0(const block_q5_0 *x) { return q5_quants(x->qs, x->qh); }
-static inline __m256i dot_w_q5_0(__m256i w, const int8_t *yq) {
-    return dot4_offset(w, _mm256_set1_epi8(16), load256(yq));
+/* Q5_0 as signed bytes q - 16: the dot is then the sign trick's one
+ * product, where the offset form (u * y - 16 * y) needs two; the |w| it
+ * takes is shared by the rows of a 4-row dot. */
+static inline __m256i w_q5_0(const block_q5_0 *x) {
+    return _mm256_sub_epi8(q5_quants(x->qs, x->qh), _mm256_set1_epi8(16));
 }
 /* the signed types keep |w| and move w's signs onto the activations */
 static inline __m256i w_q8_0(const block_q8_0 *x) { return load256(x->qs); }
@@ -535,7 +537,7 @@ static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && of
     LEGACY_DOT4(dot4_##type, block_t, act_t, w_##type, DOT, HAS_MIN, X16)
 
 LEGACY_DOTS(q4_0, block_q4_0, block_q8_0, dot_w_q4_0, 0, 1)
-LEGACY_DOTS(q5_0, block_q5_0, block_q8_0, dot_w_q5_0, 0, 0)
+LEGACY_DOTS(q5_0, block_q5_0, block_q8_0, dot_w_i8, 0, 0)
 LEGACY_DOTS(q8_0, block_q8_0, block_q8_0, dot_w_i8, 0, 0)
 LEGACY_DOTS(iq4_nl, block_iq4_nl, block_q8_0, dot_w_i8, 0, 0)
 LEGACY_DOTS(q4_1, block_q4_1, block_q8_1, dot_w_u8, 1, 1)
