@@ -42,7 +42,7 @@ from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
 from .gguf import GGUFReader, GGUFValueType
 from .grammar import as_grammar, response_format_grammar
 from .grammar_match import GrammarState, VocabIndex
-from .model import Model
+from .model import Model, WeightsReader
 from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessorList, Sampler, SamplingParams,
                        StoppingCriteriaList, logits_to_logprobs, top_logprobs)
 from .tokenizer import NO_TOKEN, Tokenizer
@@ -200,7 +200,10 @@ class Llama:
         path = models.resolve(model_path)
         self.model_path = str(path)
         self._reader = reader = GGUFReader(path)
+        weights = None
         try:
+            if not vocab_only and not use_mmap:   # read while the tokenizer is built
+                weights = WeightsReader(reader)
             self.metadata: Dict[str, str] = _metadata_strings(reader)
             self._tokenizer = Tokenizer.from_metadata(reader.metadata)
             self._arch = str(reader.metadata.get("general.architecture", ""))
@@ -211,8 +214,13 @@ class Llama:
                                  "give n_ctx > 0")
             if not vocab_only:
                 self._model = Model(reader, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
-                                    kv_type=kv_type, use_mmap=use_mmap)
+                                    kv_type=kv_type, use_mmap=use_mmap, weights=weights)
         except BaseException:
+            if weights is not None:
+                try:
+                    weights.result()   # no read left filling memory behind a failed load
+                except BaseException:
+                    pass
             self.close()
             raise
         self._n_ctx = n_ctx

@@ -296,6 +296,30 @@ def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray]:
     return mem, data
 
 
+class WeightsReader:
+    """read_tensor_data(reader) on a thread of its own, so that the caller can
+    build the tokenizer meanwhile (the read releases the GIL); result() waits
+    for it and returns its value or raises its exception."""
+
+    def __init__(self, reader: GGUFReader):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(reader,), daemon=True,
+                                        name="llamalite weights")
+        self._thread.start()
+
+    def _run(self, reader: GGUFReader) -> None:
+        try:
+            self._value = read_tensor_data(reader)
+        except BaseException as e:   # handed to the caller by result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def _bind(t: GGUFTensor, c_tensor, keep: list, weights: np.ndarray | None,
           data_offset: int) -> None:
     if t.type not in SUPPORTED:
@@ -325,8 +349,9 @@ class Model:
     """A GGUF model bound to the C forward pass, with a KV cache of n_ctx positions.
 
     `model` is a path or an open GGUFReader. The weights are read into
-    huge-page memory (read_tensor_data), or with use_mmap used in place in the
-    file's mapping (nothing read until touched, pages shared with other
+    huge-page memory (read_tensor_data; `weights`, a WeightsReader of the same
+    reader, when the caller started that read), or with use_mmap used in place
+    in the file's mapping (nothing read until touched, pages shared with other
     processes, generation slower). n_ctx None or 0 means the model's training
     context; n_batch is clamped to n_ctx; n_threads None means the physical
     cores; kv_type is "F16" (default, as llama.cpp) or "F32".
@@ -334,7 +359,7 @@ class Model:
 
     def __init__(self, model: str | os.PathLike | GGUFReader, n_ctx: int | None = None,
                  n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16",
-                 use_mmap: bool = False):
+                 use_mmap: bool = False, weights: "WeightsReader | None" = None):
         self._model = self._ctx = self._weights = None
         self._lock = threading.Lock()   # one evaluation at a time: the cache and scratch are shared
         self._owns_reader = not isinstance(model, GGUFReader)
@@ -347,7 +372,10 @@ class Model:
                 raise ValueError(f"kv_type {kv_type!r}: expected one of {', '.join(KV_TYPES)}")
             self.kv_type = kv_type
             self.n_threads = lib.ll_pool_size(get_pool(n_threads))
-            self._weights = None if use_mmap else read_tensor_data(self.reader)
+            if weights is not None:
+                self._weights = weights.result()
+            elif not use_mmap:
+                self._weights = read_tensor_data(self.reader)
             self._model = self._new_model()
             ctx = ffi.new("ll_context **")
             check(lib.ll_context_new(self._model, self.n_ctx, self.n_batch, self.n_threads,
