@@ -143,7 +143,7 @@ def chart(records, impls, path: Path) -> bool:
             ax.bar([i + k * width for i in range(len(labels))], values, width,
                    label=PEERS.get(impl, impl))
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(labels))])
-        ax.set_xticklabels([f"{m}\n{t} thr" for m, t in labels], fontsize=7)
+        ax.set_xticklabels([" ".join(m.split()[:2]) + f"\n{t} thr" for m, t in labels], fontsize=8)
         ax.set_ylabel("tokens / s")
         ax.set_title(test)
         ax.legend()
@@ -184,10 +184,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps({"info": info, "records": records,
                                                     "memory": memory}, indent=2))
-    bws = sorted({(r["n_threads"], round(r["read_bandwidth_gbps"], 1)) for r in records})
+    by_threads = {}
+    for r in records:
+        by_threads.setdefault(r["n_threads"], set()).add(r["read_bandwidth_gbps"])
+    bws = [(t, round(statistics.median(v), 1)) for t, v in sorted(by_threads.items())]
     print(f"{info['cpu']}, {info['cores']} cores, llamalite ISA {info['isa']}; "
           + ", ".join(versions.values()) + f"; medians of {args.repetitions} interleaved runs; "
-          "memory read bandwidth " + ", ".join(f"{g} GB/s ({t} thr)" for t, g in bws) + "\n")
+          "memory read bandwidth (median over the models' runs) "
+          + ", ".join(f"{g} GB/s ({t} thr)" for t, g in bws) + "\n")
     print(speed_table(records, impls))
     print(f"\nLoad to first token ({max(args.threads)} threads, medians of "
           f"{args.first_token_runs} fresh processes) and peak RSS after 128 tokens (n_ctx 512):\n")

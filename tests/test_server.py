@@ -224,23 +224,33 @@ def test_bad_values_the_model_refuses_are_400(server):
     assert_still_answers(server)
 
 
-@pytest.mark.parametrize("extra", [
-    {"grammar": 'root ::= "yes" | "no"'},
-    {"response_format": {"type": "json_object"}},
-    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-     "tool_choice": "auto"},
-])
-def test_features_the_model_lacks_are_400_and_others_obey(server, extra):
-    """Until Llama runs grammars, JSON modes and tools, asking for them is a
-    400 naming the feature; once it does, the answer obeys."""
-    r = post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 8, **extra})
-    if r.status_code == 400:
-        assert_error(r, 400)
-    else:
-        assert r.status_code == 200, r.text
-        content = r.json()["choices"][0]["message"].get("content")
-        if "grammar" in extra:
-            assert content in ("yes", "no")
+def test_grammar_json_mode_and_tools_pass_through(server):
+    """The request fields Llama takes for structured output reach it: a GBNF
+    grammar, JSON mode and tools (test_server_tools.py drives them on a model
+    that calls tools well)."""
+    r = post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 8,
+                                              "temperature": 0,
+                                              "grammar": 'root ::= "yes" | "no"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] in ("yes", "no")
+    r = post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 64,
+                                              "temperature": 0,
+                                              "response_format": {"type": "json_object", "schema": {
+                                                  "type": "object", "required": ["city"],
+                                                  "properties": {"city": {
+                                                      "type": "string", "maxLength": 20}}}}})
+    assert r.status_code == 200, r.text
+    assert set(json.loads(r.json()["choices"][0]["message"]["content"])) == {"city"}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}
+    r = post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 32,
+                                              "temperature": 0,
+                                              "tools": [tool], "tool_choice": "required"})
+    assert r.status_code == 200, r.text
+    call = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "f" and isinstance(json.loads(call["arguments"])["x"], int)
+    assert_error(post(server, "/v1/chat/completions", {"messages": QUESTION,
+                                                        "grammar": "root ::= ("}), 400)
     assert_still_answers(server)
 
 
