@@ -29,8 +29,10 @@ from pathlib import Path
 
 from llamalite import models
 from llamalite.bench.machine import cpu_name
-from llamalite.bench.model import (OURS, PEERS, Test, model_facts, peer_version, results,
-                                   run_benchmark)
+from llamalite.bench.model import (OURS, PEERS, Test, markdown_table, model_facts,
+                                   peer_version, results, run_benchmark)
+from llamalite.gguf import GGUFReader
+from llamalite.model import ModelConfig
 from llamalite.bench.kernels import thread_list
 from llamalite._native import get_isa
 from llamalite.threads import physical_cores
@@ -75,38 +77,15 @@ def first_token_runs(path: Path, impls, n_threads: int, n_ctx: int, reps: int) -
 
 def kv_cache_bytes(path: Path, n_ctx: int) -> int:
     """F16 K and V for every layer and position, as both implementations keep them."""
-    from llamalite.gguf import GGUFReader
     with GGUFReader(path) as r:
-        md = r.metadata
-        arch = md["general.architecture"]
-        n_layer = int(md[f"{arch}.block_count"])
-        n_head_kv = int(md.get(f"{arch}.attention.head_count_kv", md[f"{arch}.attention.head_count"]))
-        n_embd = int(md[f"{arch}.embedding_length"])
-        head = int(md.get(f"{arch}.attention.key_length",
-                          n_embd // int(md[f"{arch}.attention.head_count"])))
-    return 2 * 2 * n_layer * n_ctx * n_head_kv * head
+        cfg = ModelConfig.from_gguf(r)
+    return 2 * cfg.n_layer * n_ctx * cfg.n_head_kv * (cfg.head_dim_k + cfg.head_dim_v)
 
 
 def speed_table(records, impls) -> str:
-    names = [PEERS.get(i, i) for i in impls]
-    cols = ["model", "threads", "test"] + [f"{n} t/s" for n in names]
-    if len(impls) > 1:
-        cols.append("ratio")
-    cols += ["weights GB/s", "% of read bw"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i in range(0, len(records), len(impls)):
-        group = records[i:i + len(impls)]
-        ours = group[0]
-        cells = [ours["model_type"], str(ours["n_threads"]), ours["test"]]
-        cells += [f"{r['median_ts']:.1f}" for r in group]
-        if len(impls) > 1:
-            cells.append(f"**{ours['ratio_vs_peer']:.2f}×**")
-        if "weights_gbps" in ours:
-            cells += [f"{ours['weights_gbps']:.1f}", f"{100 * ours['read_bandwidth_share']:.0f}%"]
-        else:
-            cells += ["", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(records, impls, ["model", "threads", "test"],
+                          lambda r: [r["model_type"], str(r["n_threads"]), r["test"]],
+                          lambda r: f"{r['median_ts']:.1f}", lambda x: f"**{x:.2f}×**")
 
 
 def memory_table(rows, impls) -> str:

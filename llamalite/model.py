@@ -268,7 +268,7 @@ def huge_page_memory(size: int) -> tuple[mmap.mmap, np.ndarray]:
     return mem, whole[start:start + size]
 
 
-def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray]:
+def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:
     """The file's tensor data (from the first tensor's byte to the end of the
     file) read into anonymous memory that asks for 2 MiB pages, as (the
     memory, a uint8 view of the data whose byte 0 is file byte

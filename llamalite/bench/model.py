@@ -245,16 +245,14 @@ def _stdev(values) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def format_markdown(records, facts: ModelFacts, impls, info) -> str:
-    bws = sorted({(r["n_threads"], r["read_bandwidth_gbps"]) for r in records})
-    head = (f"{info['cpu']}, {info['cores']} cores, llamalite ISA {info['isa']}; "
-            + ", ".join(info["versions"][i] for i in impls)
-            + f"; {info['reps']} repetitions, interleaved\n"
-            + "memory read bandwidth: "
-            + ", ".join(f"{g:.1f} GB/s ({t} thr)" for t, g in bws) + "\n\n")
+def markdown_table(records, impls, lead_cols, lead, rate, ratio) -> str:
+    """A markdown table of `records` (results() order: the implementations of
+    one test side by side): the cells lead(our record) under lead_cols, then
+    rate(record) per implementation, ratio(ours / peer) when there is a
+    peer, and for generation the weight GB/s and its share of the read
+    bandwidth."""
     names = [PEERS.get(i, i) for i in impls]
-    cols = ["model", "size", "params", "threads", "test"]
-    cols += [f"{n} t/s" for n in names]
+    cols = list(lead_cols) + [f"{n} t/s" for n in names]
     if len(impls) > 1:
         cols.append(f"{names[0]} / {names[1]}")
     cols += ["weights GB/s", "% of read bw"]
@@ -262,17 +260,31 @@ def format_markdown(records, facts: ModelFacts, impls, info) -> str:
     for i in range(0, len(records), len(impls)):
         group = records[i:i + len(impls)]
         ours = group[0]
-        cells = [facts.label, f"{facts.size / 2**20:.2f} MiB", _count(facts.n_params),
-                 str(ours["n_threads"]), ours["test"]]
-        cells += [f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}" for r in group]
+        cells = list(lead(ours)) + [rate(r) for r in group]
         if len(impls) > 1:
-            cells.append(f"{ours['ratio_vs_peer']:.2f}×")
+            cells.append(ratio(ours["ratio_vs_peer"]))
         if "weights_gbps" in ours:
             cells += [f"{ours['weights_gbps']:.1f}", f"{100 * ours['read_bandwidth_share']:.0f}%"]
         else:
             cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    return "\n".join(lines)
+
+
+def format_markdown(records, facts: ModelFacts, impls, info) -> str:
+    bws = sorted({(r["n_threads"], r["read_bandwidth_gbps"]) for r in records})
+    head = (f"{info['cpu']}, {info['cores']} cores, llamalite ISA {info['isa']}; "
+            + ", ".join(info["versions"][i] for i in impls)
+            + f"; {info['reps']} repetitions, interleaved\n"
+            + "memory read bandwidth: "
+            + ", ".join(f"{g:.1f} GB/s ({t} thr)" for t, g in bws) + "\n\n")
+    table = markdown_table(
+        records, impls, ["model", "size", "params", "threads", "test"],
+        lambda r: [facts.label, f"{facts.size / 2**20:.2f} MiB", _count(facts.n_params),
+                   str(r["n_threads"]), r["test"]],
+        lambda r: f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}",
+        lambda x: f"{x:.2f}×")
+    return head + table + "\n"
 
 
 CSV_FIELDS = ("impl", "version", "model_filename", "model_type", "model_size", "model_n_params",
