@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 from safetensors.numpy import save_file
+from ttyrun import run_with_terminal_stderr
 
 from llamalite import Llama, UnsupportedModelError
 from llamalite.convert import convert
@@ -602,27 +603,11 @@ def test_bad_outtype_and_output(qwen2_dir, tmp_path):
 
 
 def test_cli_shows_each_tensor_on_a_terminal(qwen2_dir, tmp_path):
-    import pty
-    master, slave = pty.openpty()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    try:
-        r = subprocess.run([sys.executable, "-m", "llamalite", "convert", str(qwen2_dir),
-                            str(tmp_path / "t.gguf")], stdout=subprocess.PIPE, stderr=slave,
-                           env=env, text=True, timeout=120)
-        os.close(slave)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:   # the terminal closed: everything has been read
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(master)
+    r, shown = run_with_terminal_stderr("convert", str(qwen2_dir), str(tmp_path / "t.gguf"),
+                                        env=env)
     assert r.returncode == 0
-    lines = shown.decode().splitlines()
+    lines = shown.splitlines()
     assert len(lines) == 26
     assert lines[0].startswith("[   1/  26] token_embd.weight,")
     assert lines[0].endswith("F16 --> F16, shape = {64, 328}")

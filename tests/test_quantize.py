@@ -15,6 +15,7 @@ from llamalite.gguf import GGUFReader, GGUFValueType
 from llamalite.model import Model
 from llamalite.quantize import FILE_TYPES, plan, quantize_model
 from synthetic import write_model
+from ttyrun import run_with_terminal_stderr
 
 DATA = Path(__file__).parent / "data" / "quantize"
 LLAMACPP = json.loads((DATA / "llamacpp_types.json").read_text())
@@ -163,27 +164,10 @@ def test_cli_writes_the_file_and_prints_the_sizes(f32_model, tmp_path):
 
 
 def test_cli_shows_each_tensor_on_a_terminal(f32_model, tmp_path):
-    import os
-    import pty
-    master, slave = pty.openpty()
-    try:
-        r = subprocess.run([sys.executable, "-m", "llamalite", "quantize", str(f32_model),
-                            str(tmp_path / "q.gguf"), "Q4_K_M"], stdout=subprocess.PIPE,
-                           stderr=slave, text=True, timeout=120)
-        os.close(slave)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:   # the terminal closed: everything has been read
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(master)
+    r, shown = run_with_terminal_stderr("quantize", str(f32_model), str(tmp_path / "q.gguf"),
+                                        "Q4_K_M")
     assert r.returncode == 0
-    lines = shown.decode().splitlines()
+    lines = shown.splitlines()
     assert len(lines) == len(LLAMACPP["Q4_K_M"]["tensors"])
     assert lines[0].startswith("[   1/  75] output.weight")
     assert "converting to Q6_K .. size =     0.25 MiB ->     0.05 MiB" in lines[0]
