@@ -133,7 +133,12 @@ def test_tokenize_detokenize_health_docs(server):
     assert text == {"text": "The capital of France is"}
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["models"][0]["id"] == "smol"
-    assert httpx.get(f"{server.url}/docs").status_code == 200
+    docs = httpx.get(f"{server.url}/docs")
+    assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()   # no outside host: the page works offline
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = httpx.get(f"{server.url}/static-offline-docs/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
             "/extras/tokenize", "/extras/detokenize", "/health"} <= set(paths)

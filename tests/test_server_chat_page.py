@@ -111,3 +111,17 @@ def test_stop_a_reply_and_go_on(page, server):
         By.ID, "send").get_attribute("disabled"))
     assert replies(page)[-1].text
     assert len(page.find_elements(By.CSS_SELECTOR, ".msg.user")) == 3
+
+
+def test_api_docs_render_without_internet(page, server):
+    """/docs draws its operations from scripts the server itself serves (this
+    machine reaches no CDN); the chat page is reloaded afterwards."""
+    try:
+        page.get(f"{server.url}/docs")
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {e.text.strip() for e in page.find_elements(By.CSS_SELECTOR,
+                                                            ".opblock-summary-path")}
+        assert {"/v1/completions", "/v1/chat/completions", "/v1/embeddings"} <= paths
+    finally:
+        page.get(f"{server.url}/")
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))

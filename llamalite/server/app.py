@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -72,8 +73,10 @@ def create_app(server: ServerSettings, workers: Dict[str, ModelWorker]) -> FastA
         for w in workers.values():
             await asyncio.to_thread(w.close)
 
-    app = FastAPI(title="llamalite", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible API over llamalite models")
+    # FastAPIOffline: the /docs and /redoc pages load their scripts from this
+    # server, not from FastAPI's default CDN, so they work without internet.
+    app = FastAPIOffline(title="llamalite", version=__version__, lifespan=lifespan,
+                         description="OpenAI-compatible API over llamalite models")
     app.add_middleware(_BodiesAreJSON)
     app.add_exception_handler(RequestValidationError, errors.on_invalid_body)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
