@@ -93,7 +93,26 @@ static int valid_type(int type) {
     return type >= 0 && type < LL_TYPE_COUNT && ll_traits[type].name;
 }
 
-static int check_bytes(const ll_tensor *t, const char *name, int64_t rows, int64_t cols) {
+/* Rows are GGUF's layout; packed weights need a packed kernel for their
+ * type and whole groups of 8 rows, and only matrices that are multiplied
+ * with (never token_embd, whose rows are looked up) may be packed. */
+static int check_layout(const ll_tensor *t, const char *name, int may_pack) {
+    if (t->layout == LL_LAYOUT_ROWS) return LL_OK;
+    if (t->layout != LL_LAYOUT_PACKED8)
+        return ll_error(LL_ERR_ARG, "%s has an unknown layout %d", name, t->layout);
+    if (!may_pack) return ll_error(LL_ERR_ARG, "%s cannot be packed", name);
+    if (!ll_active->gemm8[t->type])
+        return ll_error(LL_ERR_ARG, "%s: %s has no packed layout", name, ll_traits[t->type].name);
+    if (t->rows % 8)
+        return ll_error(LL_ERR_ARG, "%s is packed, but its %lld rows are not groups of 8", name,
+                        (long long)t->rows);
+    return LL_OK;
+}
+
+static int check_bytes(const ll_tensor *t, const char *name, int64_t rows, int64_t cols,
+                       int may_pack) {
+    int rc = check_layout(t, name, may_pack);
+    if (rc) return rc;
     if (t->rows != rows || t->cols != cols)
         return ll_error(LL_ERR_ARG, "%s is %lld x %lld, the hyperparameters need %lld x %lld",
                         name, (long long)t->rows, (long long)t->cols, (long long)rows,
@@ -109,15 +128,17 @@ static int check_bytes(const ll_tensor *t, const char *name, int64_t rows, int64
     return LL_OK;
 }
 
-/* A weight matrix: present, of a type we multiply with, rows x cols, exact bytes. */
-static int check_matrix(const ll_tensor *t, int l, const char *what, int64_t rows, int64_t cols) {
+/* A weight matrix: present, of a type we multiply with, rows x cols, exact
+ * bytes; packed only where may_pack. */
+static int check_matrix(const ll_tensor *t, int l, const char *what, int64_t rows, int64_t cols,
+                        int may_pack) {
     char name[64];
     tensor_name(name, sizeof name, l, what);
     if (!t->data) return ll_error(LL_ERR_ARG, "%s is missing", name);
     if (!valid_type(t->type) || !ll_traits[t->type].vec_dot)
         return ll_error(LL_ERR_UNSUPPORTED, "%s has type %s, which llamalite cannot multiply with",
                         name, valid_type(t->type) ? ll_traits[t->type].name : "(unknown)");
-    return check_bytes(t, name, rows, cols);
+    return check_bytes(t, name, rows, cols, may_pack);
 }
 
 /* A vector: absent unless `used`; then present, convertible, 1 x n, exact bytes. */
@@ -131,7 +152,7 @@ static int check_vector(const ll_tensor *t, int l, const char *what, int64_t n, 
     if (!valid_type(t->type))
         return ll_error(LL_ERR_UNSUPPORTED, "%s has type %d, which llamalite does not read",
                         name, t->type);
-    return check_bytes(t, name, 1, n);
+    return check_bytes(t, name, 1, n, 0);
 }
 
 static int finite_positive(float v) { return isfinite(v) && v > 0.0f; }
@@ -203,20 +224,20 @@ static int check_layer(const ll_hparams *hp, const ll_layer_tensors *t, int l) {
     const int64_t da = (int64_t)hp->n_head * hp->head_dim_v;
     int rc;
     if ((rc = check_vector(&t->attn_norm, l, "attn_norm", d, 1)) ||
-        (rc = check_matrix(&t->wq, l, "attn_q", dq, d)) ||
-        (rc = check_matrix(&t->wk, l, "attn_k", dk, d)) ||
-        (rc = check_matrix(&t->wv, l, "attn_v", dv, d)) ||
+        (rc = check_matrix(&t->wq, l, "attn_q", dq, d, 1)) ||
+        (rc = check_matrix(&t->wk, l, "attn_k", dk, d, 1)) ||
+        (rc = check_matrix(&t->wv, l, "attn_v", dv, d, 1)) ||
         (rc = check_vector(&t->bq, l, "attn_q.bias", dq, hp->qkv_bias)) ||
         (rc = check_vector(&t->bk, l, "attn_k.bias", dk, hp->qkv_bias)) ||
         (rc = check_vector(&t->bv, l, "attn_v.bias", dv, hp->qkv_bias)) ||
         (rc = check_vector(&t->q_norm, l, "attn_q_norm", hp->head_dim_k, hp->qk_norm)) ||
         (rc = check_vector(&t->k_norm, l, "attn_k_norm", hp->head_dim_k, hp->qk_norm)) ||
-        (rc = check_matrix(&t->wo, l, "attn_output", d, da)) ||
+        (rc = check_matrix(&t->wo, l, "attn_output", d, da, 1)) ||
         (rc = check_vector(&t->attn_post_norm, l, "post_attention_norm", d, hp->post_norms)) ||
         (rc = check_vector(&t->ffn_norm, l, "ffn_norm", d, 1)) ||
-        (rc = check_matrix(&t->ffn_gate, l, "ffn_gate", hp->n_ff, d)) ||
-        (rc = check_matrix(&t->ffn_up, l, "ffn_up", hp->n_ff, d)) ||
-        (rc = check_matrix(&t->ffn_down, l, "ffn_down", d, hp->n_ff)) ||
+        (rc = check_matrix(&t->ffn_gate, l, "ffn_gate", hp->n_ff, d, 1)) ||
+        (rc = check_matrix(&t->ffn_up, l, "ffn_up", hp->n_ff, d, 1)) ||
+        (rc = check_matrix(&t->ffn_down, l, "ffn_down", d, hp->n_ff, 1)) ||
         (rc = check_vector(&t->ffn_post_norm, l, "post_ffw_norm", d, hp->post_norms)))
         return rc;
     return LL_OK;
@@ -226,14 +247,14 @@ static int check_globals(const ll_hparams *hp, const ll_model_tensors *t) {
     int rc;
     const ll_tensor *e = &t->token_embd;
     if (hp->tied_output) {
-        if ((rc = check_matrix(e, -1, "token_embd", hp->n_vocab, hp->n_embd))) return rc;
+        if ((rc = check_matrix(e, -1, "token_embd", hp->n_vocab, hp->n_embd, 0))) return rc;
     } else {
         if (!e->data) return ll_error(LL_ERR_ARG, "token_embd is missing");
         if (!valid_type(e->type))
             return ll_error(LL_ERR_UNSUPPORTED, "token_embd has type %d, which llamalite does "
                             "not read", e->type);
-        if ((rc = check_bytes(e, "token_embd", hp->n_vocab, hp->n_embd)) ||
-            (rc = check_matrix(&t->output, -1, "output", hp->n_vocab, hp->n_embd)))
+        if ((rc = check_bytes(e, "token_embd", hp->n_vocab, hp->n_embd, 0)) ||
+            (rc = check_matrix(&t->output, -1, "output", hp->n_vocab, hp->n_embd, 1)))
             return rc;
     }
     if (hp->tied_output && t->output.data)
@@ -357,9 +378,12 @@ void ll_context_free(ll_context *c) {
 
 /* Scratch bytes a group of weights that read the same input needs (-1 if invalid). */
 static int64_t group_work(const ll_tensor *const *mats, int count, int32_t n_batch) {
-    int types[LL_MATMUL_MAX_OUTS];
-    for (int i = 0; i < count; i++) types[i] = mats[i]->type;
-    return ll_matmul_many_work_size(types, count, mats[0]->cols, n_batch);
+    int types[LL_MATMUL_MAX_OUTS], layouts[LL_MATMUL_MAX_OUTS];
+    for (int i = 0; i < count; i++) {
+        types[i] = mats[i]->type;
+        layouts[i] = mats[i]->layout;
+    }
+    return ll_matmul_many_work_size(types, layouts, count, mats[0]->cols, n_batch);
 }
 
 /* Scratch bytes for the largest matmul input of a batch: Q/K/V and gate/up
@@ -479,7 +503,8 @@ static size_t scratch_bytes(const ll_context *c, int64_t width) {
 
 /* The output slot of a shared-input matmul: y = x.W^T into a scratch buffer. */
 static ll_matmul_out into(const ll_context *c, const ll_tensor *w, float *y) {
-    return (ll_matmul_out){ w->type, w->data, w->nbytes, w->rows, y, scratch_bytes(c, w->rows) };
+    return (ll_matmul_out){ w->type, w->layout, w->data, w->nbytes, w->rows, y,
+                            scratch_bytes(c, w->rows) };
 }
 
 /* Every y = x.W^T of `outs`, for n rows of x (a scratch buffer of cols floats). */
@@ -493,7 +518,7 @@ static int matmul_shared(ll_context *c, ll_pool *pool, const ll_matmul_out *outs
  * of y_bytes) */
 static int matmul(ll_context *c, ll_pool *pool, const ll_tensor *w, const float *x, int32_t n,
                   float *y, size_t y_bytes) {
-    return ll_matmul(pool, w->type, w->data, w->nbytes, w->rows, w->cols, x,
+    return ll_matmul(pool, w->type, w->layout, w->data, w->nbytes, w->rows, w->cols, x,
                      scratch_bytes(c, w->cols), n, y, y_bytes, c->work, c->work_bytes);
 }
 

@@ -255,16 +255,29 @@ static void quantize_q8_0(const float *x, void *vy, int64_t n) {
         y[b].d = ll_f32_to_half(quantize_block_32(x + b * QK8_0, y[b].qs));
 }
 
+static inline int hsum_epi32(__m256i v) {
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+}
+
 static void quantize_q8_1(const float *x, void *vy, int64_t n) {
     block_q8_1 *y = vy;
     for (int64_t b = 0; b < n / QK8_1; b++) {
         const float d = quantize_block_32(x + b * QK8_1, y[b].qs);
-        const __m256i sums = widen_pairs(mul_u8_i8(_mm256_set1_epi8(1), load256(y[b].qs)));
-        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-        const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-        const int sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+        const int sum = hsum_epi32(widen_pairs(mul_u8_i8(_mm256_set1_epi8(1), load256(y[b].qs))));
         y[b].d = ll_f32_to_half(d);
         y[b].s = ll_f32_to_half((float)sum * d);
+    }
+}
+
+/* Q8_0's block with its scale as float32 and the sum of its quants */
+static void quantize_q8_0p(const float *x, void *vy, int64_t n) {
+    block_q8_0p *y = vy;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const float d = quantize_block_32(x + b * QK8_0, y[b].qs);
+        y[b].d = h2f(ll_f32_to_half(d));
+        y[b].sum = hsum_epi32(widen_pairs(mul_u8_i8(_mm256_set1_epi8(1), load256(y[b].qs))));
     }
 }
 
@@ -545,6 +558,79 @@ LEGACY_DOTS(q5_1, block_q5_1, block_q8_1, dot_w_u8, 1, 0)
 #undef LEGACY_DOTS
 #undef LEGACY_DOT4
 #undef LEGACY_DOT
+
+/* ---- packed weights (pack.c) ---------------------------------------------------------- */
+
+/* 4 activation bytes at p in every 32-bit lane */
+static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* The 8 weight vectors of a packed Q5_0 block: w[k] holds elements 4k..4k+3
+ * of each of the 8 rows (row r in lane r), unsigned 5-bit quants. Bit k of
+ * qh moves to bit 4 (16-bit shifts by at most 4 keep each byte's bits in
+ * their byte where the mask looks). */
+static inline void q5_0x8_weights(const block_q5_0x8 *x, __m256i w[8]) {
+    const __m256i m15 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
+    const __m256i qh = load256(x->qh);
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = load256(x->qs[j]);
+        const __m256i hi_lo = _mm256_and_si256(_mm256_slli_epi16(qh, 4 - j), bit4);
+        const __m256i hi_hi = _mm256_and_si256(_mm256_srli_epi16(qh, j), bit4);
+        w[j] = _mm256_or_si256(_mm256_and_si256(q, m15), hi_lo);
+        w[j + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m15), hi_hi);
+    }
+}
+
+/* Packed Q5_0 against n_y (1..4) Q8_0P rows. Per row and block: u * y over
+ * the unsigned quants (four products of at most 2 * 31 * 127 add up in int16
+ * without saturating), minus 16 * sum(y), then pack.c's float step. Plain
+ * AVX2 in every build, so each ISA gives the scalar kernel's bits. */
+static inline __attribute__((always_inline)) void gemm8_q5_0_n(
+        int64_t n, float *s, int64_t s_stride, const void *vx, const void *vy,
+        size_t y_stride, const int n_y) {
+    const block_q5_0x8 *x = vx;
+    const block_q8_0p *y[4];
+    __m256 acc[4];
+    for (int a = 0; a < n_y; a++) {
+        y[a] = (const block_q8_0p *)((const uint8_t *)vy + a * y_stride);
+        acc[a] = _mm256_setzero_ps();
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < n / QK5_0; b++) {
+        prefetch_span(&x[b], sizeof x[b]);
+        __m256i w[8];
+        q5_0x8_weights(&x[b], w);
+        const __m256 dw = _mm256_cvtph_ps(load128(x[b].d));
+        for (int a = 0; a < n_y; a++) {
+            const block_q8_0p *yb = &y[a][b];
+            __m256i lo = _mm256_maddubs_epi16(w[0], bcast4(yb->qs));
+            __m256i hi = _mm256_maddubs_epi16(w[4], bcast4(yb->qs + 16));
+            for (int k = 1; k < 4; k++) {
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(w[k], bcast4(yb->qs + 4 * k)));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(w[k + 4], bcast4(yb->qs + 16 + 4 * k)));
+            }
+            const __m256i dot = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones)),
+                _mm256_set1_epi32(16 * yb->sum));
+            acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(yb->d)),
+                                     acc[a]);
+        }
+    }
+    for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, acc[a]);
+}
+
+static void gemm8_q5_0(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
+                       size_t y_stride, int n_y) {
+    switch (n_y) {
+    case 1: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 1); break;
+    case 2: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 2); break;
+    case 3: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 3); break;
+    default: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 4); break;
+    }
+}
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
 
@@ -993,6 +1079,7 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->quantize_act[LL_TYPE_Q8_0] = quantize_q8_0;
     k->quantize_act[LL_TYPE_Q8_1] = quantize_q8_1;
     k->quantize_act[LL_TYPE_Q8_K] = quantize_q8_K;
+    k->quantize_act[LL_TYPE_Q8_0P] = quantize_q8_0p;
 
     k->vec_dot[LL_TYPE_F32] = dot_f32;
     k->vec_dot[LL_TYPE_F16] = dot_f16;
@@ -1018,6 +1105,9 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->vec_dot4[LL_TYPE_Q5_1] = dot4_q5_1;
     k->vec_dot4[LL_TYPE_Q4_K] = dot4_q4_K;
     k->vec_dot4[LL_TYPE_Q6_K] = dot4_q6_K;
+
+    k->gemm8[LL_TYPE_Q5_0] = gemm8_q5_0;
+    k->pack_faster[LL_TYPE_Q5_0] = 1;
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;

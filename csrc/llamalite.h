@@ -42,7 +42,10 @@ enum ll_type {
     LL_TYPE_IQ4_NL = 20,
     LL_TYPE_IQ4_XS = 23,
     LL_TYPE_BF16 = 30,
-    LL_TYPE_COUNT = 40
+    /* not a GGUF type: the activations of packed Q5_0 weights (Q8_0's
+     * quants, the scale as float32, the block's integer sum) */
+    LL_TYPE_Q8_0P = 47,
+    LL_TYPE_COUNT = 48
 };
 
 enum ll_err {
@@ -96,17 +99,41 @@ ll_pool *ll_pool_new(int n_threads);
 void ll_pool_free(ll_pool *pool);
 int ll_pool_size(const ll_pool *pool);
 
+/* ---- packed weights ----------------------------------------------------------- */
+
+/* How a weight matrix's bytes are laid out: GGUF's rows one after another,
+ * or packed: groups of 8 rows whose blocks are interleaved, block b of all 8
+ * rows together (the same bytes in all, rearranged), so that a kernel
+ * multiplies each activation with 8 rows at once. Prompt processing on
+ * packed weights is several times faster per weight block; packing happens
+ * once, at load. */
+enum ll_layout {
+    LL_LAYOUT_ROWS = 0,
+    LL_LAYOUT_PACKED8 = 1
+};
+
+/* 1 when ll_pack packs rows x cols of type and the current ISA's kernels
+ * are faster on the packed layout than on rows; 0 otherwise. */
+int ll_pack_preferred(int type, int64_t rows, int64_t cols);
+
+/* Pack rows x cols elements of type (nbytes at data, in GGUF's row layout)
+ * in place into LL_LAYOUT_PACKED8. LL_ERR_UNSUPPORTED for a type without a
+ * packed form, LL_ERR_ARG for rows not a multiple of 8 or a size mismatch. */
+int ll_pack(int type, void *data, size_t nbytes, int64_t rows, int64_t cols);
+
 /* ---- matmul ----------------------------------------------------------------- */
 
-/* Scratch bytes ll_matmul needs for n rows of `cols` activations against wtype. */
-int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n);
+/* Scratch bytes ll_matmul needs for n rows of `cols` activations against wtype
+ * in the given layout. */
+int64_t ll_matmul_work_size(int wtype, int layout, int64_t cols, int64_t n);
 
 /* Y[n, rows] = X[n, cols] . W[rows, cols]^T.
- * W is rows*cols elements of wtype in w_bytes bytes; X (x_bytes) and Y
- * (y_bytes) float32, row-major. work is at least ll_matmul_work_size() bytes.
- * Each output element is summed by one thread in a fixed order: results do
- * not depend on the thread count. */
-int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
+ * W is rows*cols elements of wtype in w_bytes bytes, laid out as `layout`
+ * (enum ll_layout); X (x_bytes) and Y (y_bytes) float32, row-major. work is
+ * at least ll_matmul_work_size() bytes. Each output element is summed by one
+ * thread in a fixed order: results do not depend on the thread count, nor on
+ * how many rows of X come in one call. */
+int ll_matmul(ll_pool *pool, int wtype, int layout, const void *w, size_t w_bytes,
               int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
               float *y, size_t y_bytes, void *work, size_t work_bytes);
 
@@ -147,11 +174,14 @@ typedef struct {
 } ll_hparams;
 
 /* A tensor handed to C: `nbytes` bytes at `data` (NULL: absent) holding
- * rows x cols (numpy order; a vector is 1 x cols) elements of `type`. */
+ * rows x cols (numpy order; a vector is 1 x cols) elements of `type`, laid
+ * out as `layout` (enum ll_layout; only the layers' matrices and output may
+ * be packed). */
 typedef struct {
     const void *data;
     size_t nbytes;
     int32_t type;
+    int32_t layout;
     int64_t rows, cols;
 } ll_tensor;
 

@@ -23,9 +23,11 @@
 typedef struct {
     ll_vec_dot_fn dot;
     ll_vec_dot4_fn dot4;         /* NULL: dot row by row */
+    ll_gemm8_fn gemm8;           /* packed weights: a unit is a group of 8 rows */
     const uint8_t *w;
-    int64_t rows, w_row_bytes;
+    int64_t units, unit_bytes;   /* weight rows (or packed groups of 8) and their bytes */
     float *y;
+    int64_t y_stride;            /* the weight's row count: Y's row length */
     int act;                     /* which entry of acts[] it reads */
 } matmul_out;
 
@@ -52,13 +54,22 @@ static int valid_weight_type(int t) {
 /* a * b bytes, or -1 if it overflows int64 (a, b > 0) */
 static int64_t mul_bytes(int64_t a, int64_t b) { return a > INT64_MAX / b ? -1 : a * b; }
 
-int64_t ll_matmul_many_work_size(const int *types, int n_types, int64_t cols, int64_t n) {
-    if (!types || n_types < 1 || n_types > LL_MATMUL_MAX_OUTS || cols <= 0 || n <= 0) return -1;
+/* What activations a weight of this type and layout reads; -1 if none. */
+static int act_type(int type, int layout) {
+    if (type < 0 || type >= LL_TYPE_COUNT || !ll_traits[type].name) return -1;
+    if (layout == LL_LAYOUT_ROWS) return ll_traits[type].vec_dot_type;
+    return layout == LL_LAYOUT_PACKED8 ? ll_packed_act_type(type) : -1;
+}
+
+int64_t ll_matmul_many_work_size(const int *types, const int *layouts, int n_types,
+                                 int64_t cols, int64_t n) {
+    if (!types || !layouts || n_types < 1 || n_types > LL_MATMUL_MAX_OUTS || cols <= 0 || n <= 0)
+        return -1;
     int seen[LL_MATMUL_MAX_OUTS], n_seen = 0;
     int64_t total = 0;
     for (int i = 0; i < n_types; i++) {
-        if (types[i] < 0 || types[i] >= LL_TYPE_COUNT || !ll_traits[types[i]].name) return -1;
-        const int vdt = ll_traits[types[i]].vec_dot_type;
+        const int vdt = act_type(types[i], layouts[i]);
+        if (vdt < 0) return -1;
         int known = vdt == LL_TYPE_F32;   /* float activations are used in place */
         for (int k = 0; k < n_seen && !known; k++) known = seen[k] == vdt;
         if (known) continue;
@@ -71,8 +82,8 @@ int64_t ll_matmul_many_work_size(const int *types, int n_types, int64_t cols, in
     return total;
 }
 
-int64_t ll_matmul_work_size(int wtype, int64_t cols, int64_t n) {
-    return ll_matmul_many_work_size(&wtype, 1, cols, n);
+int64_t ll_matmul_work_size(int wtype, int layout, int64_t cols, int64_t n) {
+    return ll_matmul_many_work_size(&wtype, &layout, 1, cols, n);
 }
 
 static void quantize_rows(const matmul_task *t, int ith, int nth) {
@@ -99,23 +110,30 @@ static int64_t act_group_rows(int64_t row_bytes, int64_t n) {
     return rows < n ? rows : n;
 }
 
-/* Weight rows r0..r1 of one output against activation rows j0..j1. */
+/* Weight units r0..r1 of one output against activation rows j0..j1. */
 static void dot_block(const matmul_task *t, const matmul_out *m, int64_t r0, int64_t r1,
                       int64_t j0, int64_t j1) {
     const matmul_act *a = &t->acts[m->act];
+    const int64_t ys = m->y_stride;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wr = m->w + r * m->w_row_bytes;
+        const uint8_t *wr = m->w + r * m->unit_bytes;
         int64_t j = j0;
+        if (m->gemm8) {
+            for (; j < j1; j += 4)
+                m->gemm8(t->cols, &m->y[j * ys + 8 * r], ys, wr, a->xq + j * a->row_bytes,
+                         (size_t)a->row_bytes, j1 - j < 4 ? (int)(j1 - j) : 4);
+            continue;
+        }
         if (m->dot4)
             for (; j + 4 <= j1; j += 4)
-                m->dot4(t->cols, &m->y[j * m->rows + r], m->rows, wr,
-                        a->xq + j * a->row_bytes, (size_t)a->row_bytes);
+                m->dot4(t->cols, &m->y[j * ys + r], ys, wr, a->xq + j * a->row_bytes,
+                        (size_t)a->row_bytes);
         for (; j < j1; j++)
-            m->dot(t->cols, &m->y[j * m->rows + r], wr, a->xq + j * a->row_bytes);
+            m->dot(t->cols, &m->y[j * ys + r], wr, a->xq + j * a->row_bytes);
     }
 }
 
-/* Thread ith's share: the weight rows whose first byte falls in its 1/nth of
+/* Thread ith's share: the weight units whose first byte falls in its 1/nth of
  * all the weights' bytes. */
 static void dot_rows(const matmul_task *t, int ith, int nth) {
     const int64_t lo = t->total_bytes / nth * ith + t->total_bytes % nth * ith / nth;
@@ -124,10 +142,10 @@ static void dot_rows(const matmul_task *t, int ith, int nth) {
     int64_t base = 0;
     for (int o = 0; o < t->n_outs; o++) {
         const matmul_out *m = &t->outs[o];
-        const int64_t span = m->rows * m->w_row_bytes;
-        int64_t r0 = lo <= base ? 0 : (lo - base + m->w_row_bytes - 1) / m->w_row_bytes;
-        int64_t r1 = hi <= base ? 0 : (hi - base + m->w_row_bytes - 1) / m->w_row_bytes;
-        if (r1 > m->rows) r1 = m->rows;
+        const int64_t span = m->units * m->unit_bytes;
+        int64_t r0 = lo <= base ? 0 : (lo - base + m->unit_bytes - 1) / m->unit_bytes;
+        int64_t r1 = hi <= base ? 0 : (hi - base + m->unit_bytes - 1) / m->unit_bytes;
+        if (r1 > m->units) r1 = m->units;
         const int64_t group = act_group_rows(t->acts[m->act].row_bytes, t->n);
         for (int64_t j0 = 0; r0 < r1 && j0 < t->n; j0 += group)
             dot_block(t, m, r0, r1, j0, j0 + group < t->n ? j0 + group : t->n);
@@ -168,6 +186,14 @@ static int act_for(matmul_task *t, int vdt, uint8_t *work, int64_t *used) {
 static int check_out(const ll_matmul_out *o, int64_t cols, int64_t n, int64_t *w_need) {
     if (!valid_weight_type(o->type))
         return ll_error(LL_ERR_UNSUPPORTED, "no matmul for weight type %d", o->type);
+    if (o->layout != LL_LAYOUT_ROWS && o->layout != LL_LAYOUT_PACKED8)
+        return ll_error(LL_ERR_ARG, "unknown weight layout %d", o->layout);
+    if (o->layout == LL_LAYOUT_PACKED8 && !ll_active->gemm8[o->type])
+        return ll_error(LL_ERR_UNSUPPORTED, "no packed layout for weight type %s",
+                        ll_traits[o->type].name);
+    if (o->layout == LL_LAYOUT_PACKED8 && o->rows % 8)
+        return ll_error(LL_ERR_ARG, "packed weights come in groups of 8 rows, not %lld",
+                        (long long)o->rows);
     if (o->rows <= 0 || !o->w || !o->y)
         return ll_error(LL_ERR_ARG, "matmul shape must be positive: rows=%lld cols=%lld n=%lld",
                         (long long)o->rows, (long long)cols, (long long)n);
@@ -204,7 +230,7 @@ int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t
         return ll_error(LL_ERR_ARG, "x holds %zu bytes; %lld rows of %lld need %lld",
                         x_bytes, (long long)n, (long long)cols, (long long)x_need);
     matmul_task task = { .cols = cols, .n = n, .x = x, .pool = pool };
-    int types[LL_MATMUL_MAX_OUTS];
+    int types[LL_MATMUL_MAX_OUTS], layouts[LL_MATMUL_MAX_OUTS];
     for (int i = 0; i < n_outs; i++) {
         int64_t w_need = 0;
         int rc = check_out(&outs[i], cols, n, &w_need);
@@ -213,19 +239,22 @@ int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t
             return ll_error(LL_ERR_ARG, "the weights of one matmul overflow a 64-bit size");
         task.total_bytes += w_need;
         types[i] = outs[i].type;
+        layouts[i] = outs[i].layout;
     }
-    const int64_t need = ll_matmul_many_work_size(types, n_outs, cols, n);
+    const int64_t need = ll_matmul_many_work_size(types, layouts, n_outs, cols, n);
     if (need < 0 || (uint64_t)need > (uint64_t)work_bytes || (need > 0 && !work))
         return ll_error(LL_ERR_ARG, "work buffer holds %zu bytes, matmul needs %lld",
                         work_bytes, (long long)need);
     int64_t used = 0;
     for (int i = 0; i < n_outs; i++) {
         const ll_matmul_out *o = &outs[i];
+        const int packed = o->layout == LL_LAYOUT_PACKED8, per_unit = packed ? 8 : 1;
         task.outs[i] = (matmul_out){
             .dot = ll_active->vec_dot[o->type], .dot4 = ll_active->vec_dot4[o->type],
-            .w = o->w, .rows = o->rows,
-            .w_row_bytes = ll_row_bytes(o->type, cols), .y = o->y,
-            .act = act_for(&task, ll_traits[o->type].vec_dot_type, work, &used),
+            .gemm8 = packed ? ll_active->gemm8[o->type] : NULL,
+            .w = o->w, .units = o->rows / per_unit,
+            .unit_bytes = per_unit * ll_row_bytes(o->type, cols), .y = o->y, .y_stride = o->rows,
+            .act = act_for(&task, act_type(o->type, o->layout), work, &used),
         };
     }
     task.n_outs = n_outs;
@@ -233,12 +262,12 @@ int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t
     return LL_OK;
 }
 
-int ll_matmul(ll_pool *pool, int wtype, const void *w, size_t w_bytes,
+int ll_matmul(ll_pool *pool, int wtype, int layout, const void *w, size_t w_bytes,
               int64_t rows, int64_t cols, const float *x, size_t x_bytes, int64_t n,
               float *y, size_t y_bytes, void *work, size_t work_bytes) {
     if (rows <= 0 || cols <= 0 || n <= 0)
         return ll_error(LL_ERR_ARG, "matmul shape must be positive: rows=%lld cols=%lld n=%lld",
                         (long long)rows, (long long)cols, (long long)n);
-    const ll_matmul_out out = { wtype, w, w_bytes, rows, y, y_bytes };
+    const ll_matmul_out out = { wtype, layout, w, w_bytes, rows, y, y_bytes };
     return ll_matmul_many(pool, &out, 1, cols, x, x_bytes, n, work, work_bytes);
 }

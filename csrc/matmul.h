@@ -10,6 +10,7 @@
  * y[n, rows] (y_bytes) = X . W^T, W being rows x cols of `type` in w_bytes. */
 typedef struct {
     int type;
+    int layout;                  /* enum ll_layout */
     const void *w;
     size_t w_bytes;
     int64_t rows;
@@ -17,9 +18,11 @@ typedef struct {
     size_t y_bytes;
 } ll_matmul_out;
 
-/* Scratch bytes for n rows of `cols` activations against these weight types:
- * one quantized copy of X per distinct vec_dot type; -1 if invalid. */
-int64_t ll_matmul_many_work_size(const int *types, int n_types, int64_t cols, int64_t n);
+/* Scratch bytes for n rows of `cols` activations against these weight types
+ * in these layouts: one quantized copy of X per distinct activation type; -1
+ * if invalid. */
+int64_t ll_matmul_many_work_size(const int *types, const int *layouts, int n_types,
+                                 int64_t cols, int64_t n);
 
 /* Every outs[i].y = X . outs[i].W^T for 1..LL_MATMUL_MAX_OUTS weights that
  * read the same X (n rows of cols floats, x_bytes): one parallel run, X

@@ -342,6 +342,29 @@ void ll_dequantize_row_q8_1(const void *vx, float *y, int64_t n) {
     }
 }
 
+/* ---- Q8_0P: the activation type of packed Q5_0 ------------------------------ */
+
+/* Q8_0's block, with the float16 scale widened back to float32 (so the
+ * values are exactly Q8_0's) and the sum of the quants beside it. */
+void ll_quantize_row_q8_0p_ref(const float *x, void *vy, int64_t n) {
+    block_q8_0p *y = vy;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        block_q8_0 q;
+        ll_quantize_row_q8_0_ref(x + b * QK8_0, &q, QK8_0);
+        int32_t sum = 0;
+        for (int j = 0; j < QK8_0; j++) sum += q.qs[j];
+        y[b].d = ll_half_to_f32(q.d);
+        y[b].sum = sum;
+        memcpy(y[b].qs, q.qs, QK8_0);
+    }
+}
+
+void ll_dequantize_row_q8_0p(const void *vx, float *y, int64_t n) {
+    const block_q8_0p *x = vx;
+    for (int64_t b = 0; b < n / QK8_0; b++)
+        for (int j = 0; j < QK8_0; j++) y[b * QK8_0 + j] = x[b].qs[j] * x[b].d;
+}
+
 /* ---- IQ4_NL and IQ4_XS: 4-bit indices into 16 non-uniform levels ------------ */
 
 const int8_t ll_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

@@ -45,6 +45,21 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_
 typedef struct { ll_half d; uint8_t qs[QK4_NL / 2]; } block_iq4_nl;
 typedef struct { ll_half d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; } block_iq4_xs;
 
+/* ---- packed weights (LL_LAYOUT_PACKED8) and their activations ---------------- */
+
+/* Q8_0's quants with what the packed kernels need per block ready: the scale
+ * as float32 (the value of Q8_0's float16 scale, exactly) and sum(qs). */
+typedef struct { float d; int32_t sum; int8_t qs[QK8_0]; } block_q8_0p;
+
+/* Block b of 8 Q5_0 rows: the same 8 x 22 bytes, rearranged so that one
+ * 32-byte load holds 4 consecutive elements of each row. d[r] is row r's
+ * scale; qs[j][4r + i] is row r's qs[4j + i] (low nibble: element 4j + i,
+ * high nibble: element 4j + i + 16); bit k of qh[4r + i] is row r's fifth
+ * bit of element 4k + i. */
+typedef struct { ll_half d[8]; uint8_t qh[32]; uint8_t qs[4][32]; } block_q5_0x8;
+
+static_assert(sizeof(block_q8_0p) == 40, "block_q8_0p size");
+static_assert(sizeof(block_q5_0x8) == 8 * 22, "block_q5_0x8 size");
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
 static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
@@ -155,13 +170,28 @@ typedef struct {
 extern const ll_type_traits ll_traits[LL_TYPE_COUNT];
 
 /* What one ISA provides; entries it lacks are the scalar ones. */
+/* Packed weights: s[a * s_stride + r] = dot(row r of the 8-row group at x,
+ * activation row a at y + a * y_stride bytes) for r = 0..7, a = 0..n_y-1
+ * (1 <= n_y <= 4). Each result is the same bits whatever n_y is and
+ * whichever other rows come with it: per block, the exact integer dot, then
+ * acc = fma(float(dot), d_w * d_y, acc), block after block (every ISA). */
+typedef void (*ll_gemm8_fn)(int64_t n, float *s, int64_t s_stride, const void *x,
+                            const void *y, size_t y_stride, int n_y);
+
 typedef struct {
     const char *name;
     ll_vec_dot_fn vec_dot[LL_TYPE_COUNT];
     ll_vec_dot4_fn vec_dot4[LL_TYPE_COUNT];       /* NULL: vec_dot row by row */
     ll_from_float_fn quantize_act[LL_TYPE_COUNT]; /* for vec_dot types: Q8_0, Q8_1, Q8_K, F32 */
     ll_to_float_fn to_float[LL_TYPE_COUNT];
+    ll_gemm8_fn gemm8[LL_TYPE_COUNT];             /* packed weights; NULL: not packable */
+    unsigned char pack_faster[LL_TYPE_COUNT];     /* 1: gemm8 beats vec_dot4 on this ISA */
 } ll_kernels;
+
+/* The vec_dot type of packed weights of a type (Q5_0: Q8_0P), -1 if none. */
+int ll_packed_act_type(int type);
+/* the scalar packed kernels, every ISA's fallback */
+void ll_fill_packed_scalar(ll_kernels *k);
 
 /* the kernels in use now (set by ll_set_isa / at load time) */
 extern const ll_kernels *ll_active;
@@ -195,6 +225,7 @@ LL_DECLARE_TYPE(q5_0)
 LL_DECLARE_TYPE(q5_1)
 LL_DECLARE_TYPE(q8_0)
 LL_DECLARE_TYPE(q8_1)
+LL_DECLARE_TYPE(q8_0p)
 LL_DECLARE_TYPE(q2_K)
 LL_DECLARE_TYPE(q3_K)
 LL_DECLARE_TYPE(q4_K)

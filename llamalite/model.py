@@ -76,6 +76,9 @@ LAYER_TENSORS = {
 #: ll_model_tensors field -> tensor name
 GLOBAL_TENSORS = {"token_embd": "token_embd.weight", "output_norm": "output_norm.weight",
                   "output": "output.weight", "rope_freqs": "rope_freqs.weight"}
+#: The fields of the matrices that the forward pass only multiplies with:
+#: these may be packed (token_embd's rows are also looked up, so it is not).
+MATRICES = frozenset({"wq", "wk", "wv", "wo", "ffn_gate", "ffn_up", "ffn_down", "output"})
 
 #: KV cache types: F16 (llama.cpp's default: half the memory and the bandwidth
 #: of F32, at about 3 significant digits per cached value) or F32 (exact).
@@ -292,7 +295,6 @@ def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:
             if not n:
                 raise GGUFError(f"{reader.path}: the file shrank while it was being read")
             done += n
-    data.flags.writeable = False
     return mem, data
 
 
@@ -320,19 +322,30 @@ class WeightsReader:
         return self._value
 
 
-def _bind(t: GGUFTensor, c_tensor, keep: list, weights: np.ndarray | None,
-          data_offset: int) -> None:
+def _shape2(t: GGUFTensor) -> tuple[int, int]:
+    """(rows, cols) of a tensor as C sees it (numpy order; a vector is 1 x cols)."""
+    rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
+    return rows, int(t.shape[-1]) if t.shape else 1
+
+
+def _bind(t: GGUFTensor, c_tensor, keep: list, data: np.ndarray, packed: bool) -> None:
+    """Point c_tensor at t's bytes `data` (packed: as ll_pack left them)."""
     if t.type not in SUPPORTED:
         raise UnsupportedModelError(f"tensor {t.name!r} has type {t.type.name}, which "
                                     "llamalite does not run")
-    at = t.offset - data_offset
-    buf = ffi.from_buffer(t.data if weights is None else weights[at:at + t.nbytes])
+    buf = ffi.from_buffer(data)
     keep.append(buf)
     c_tensor.data = buf
     c_tensor.nbytes = t.nbytes
     c_tensor.type = int(t.type)
-    c_tensor.rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
-    c_tensor.cols = int(t.shape[-1]) if t.shape else 1
+    c_tensor.layout = lib.LL_LAYOUT_PACKED8 if packed else lib.LL_LAYOUT_ROWS
+    c_tensor.rows, c_tensor.cols = _shape2(t)
+
+
+def _pack(t: GGUFTensor, data: np.ndarray) -> None:
+    """Pack t's bytes `data` (writable) in place."""
+    rows, cols = _shape2(t)
+    check(lib.ll_pack(int(t.type), ffi.from_buffer(data), data.nbytes, rows, cols))
 
 
 #: Models not closed yet: closed at exit, while the C library is still loaded.
@@ -360,7 +373,8 @@ class Model:
     def __init__(self, model: str | os.PathLike | GGUFReader, n_ctx: int | None = None,
                  n_batch: int = 512, n_threads: int | None = None, kv_type: str = "F16",
                  use_mmap: bool = False, weights: "WeightsReader | None" = None):
-        self._model = self._ctx = self._weights = None
+        self._model = self._ctx = self._weights = self._packed_copy = None
+        self._packed_names: set = set()
         self._lock = threading.Lock()   # one evaluation at a time: the cache and scratch are shared
         self._owns_reader = not isinstance(model, GGUFReader)
         self.reader = GGUFReader(model) if self._owns_reader else model
@@ -395,27 +409,53 @@ class Model:
                 f"{self.reader.path}: tensor {unused[0]!r} is not used by llamalite's "
                 f"{cfg.arch.name} ({len(unused)} such tensors)")
         self._keep: list = []
-        weights = self._weights[1] if self._weights else None
-        offset = self.reader.data_offset
+        for name in wanted.values():
+            if name not in tensors:
+                raise GGUFError(f"{self.reader.path}: tensor {name!r} is missing")
+        data = self._tensor_bytes(wanted)
         globals_ = ffi.new("ll_model_tensors *")
         layers = ffi.new("ll_layer_tensors[]", cfg.n_layer)
         for fld, name in wanted.items():
-            if name not in tensors:
-                raise GGUFError(f"{self.reader.path}: tensor {name!r} is missing")
-            if fld.startswith("blk."):
-                _, il, member = fld.split(".", 2)
-                _bind(tensors[name], getattr(layers[int(il)], member), self._keep, weights,
-                      offset)
-            else:
-                _bind(tensors[name], getattr(globals_, fld), self._keep, weights, offset)
+            c_tensor = (getattr(layers[int(fld.split(".")[1])], fld.split(".", 2)[2])
+                        if fld.startswith("blk.") else getattr(globals_, fld))
+            _bind(tensors[name], c_tensor, self._keep, data[name], name in self._packed_names)
         for il, slides in enumerate(cfg.sliding):
             layers[il].sliding = int(slides)
+        self._c_tensors = globals_, layers   # what ll_model_new was given
         out = ffi.new("ll_model **")
         rc = lib.ll_model_new(cfg.hparams(), globals_, layers, cfg.n_layer, out)
         if rc == lib.LL_ERR_ARG:  # shapes and sizes come from the file
             raise GGUFError(f"{self.reader.path}: {last_error()}")
         check(rc)
         return out[0]
+
+    def _tensor_bytes(self, wanted: dict) -> dict:
+        """Every wanted tensor's bytes, by name, with the matrices that the
+        kernels run faster packed (ll_pack_preferred) packed: in place in
+        the memory the weights were read into, or with use_mmap in memory of
+        their own (llama.cpp's repacked tensors leave the mapping too)."""
+        tensors, offset = self.reader.tensors, self.reader.data_offset
+        weights = self._weights[1] if self._weights else None
+        data = {name: tensors[name].data if weights is None else
+                weights[tensors[name].offset - offset:][:tensors[name].nbytes]
+                for name in wanted.values()}
+        self._packed_names = {
+            name for fld, name in wanted.items()
+            if fld.rsplit(".", 1)[-1] in MATRICES and tensors[name].type in SUPPORTED
+            and lib.ll_pack_preferred(int(tensors[name].type), *_shape2(tensors[name]))}
+        if weights is None and self._packed_names:
+            size = sum(tensors[name].nbytes for name in self._packed_names)
+            self._packed_copy = huge_page_memory(size)
+            at = 0
+            for name in sorted(self._packed_names):
+                dest = self._packed_copy[1][at:at + tensors[name].nbytes]
+                dest[:] = data[name]
+                data[name], at = dest, at + dest.nbytes
+        for name in self._packed_names:
+            _pack(tensors[name], data[name])
+        if weights is not None:
+            weights.flags.writeable = False
+        return data
 
     @property
     def n_vocab(self) -> int:
@@ -528,7 +568,8 @@ class Model:
         if model is not None:
             lib.ll_model_free(model)
         self._keep = []
-        self._weights = None   # the last references: the memory is unmapped now
+        # the last references: the memory is unmapped now
+        self._weights = self._packed_copy = None
         if self._owns_reader and getattr(self, "reader", None) is not None:
             self.reader.close()
 

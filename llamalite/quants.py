@@ -147,10 +147,36 @@ def dequantize(raw: np.ndarray, qtype: TypeLike, shape) -> np.ndarray:
     return out
 
 
+def pack(w_raw: np.ndarray, w_type: TypeLike, rows: int | None = None) -> np.ndarray:
+    """A packed copy of the weight matrix W (uint8 of shape (rows, row_bytes), or
+    flat with `rows` given): its groups of 8 rows interleaved block by block, the
+    layout the prompt kernels read fastest (see `ll_pack` in llamalite.h).
+    Multiply with it by `matmul(..., packed=True)`."""
+    from ._native import check, lib, ptr
+    t = _supported(w_type)
+    w = np.array(w_raw, dtype=np.uint8, copy=True).reshape(-1)
+    if rows is None:
+        if np.ndim(w_raw) != 2:
+            raise ValueError("a flat weight buffer needs rows=")
+        rows = np.shape(w_raw)[0]
+    if rows <= 0 or w.nbytes % rows:
+        raise ValueError(f"{w.nbytes} bytes do not split into {rows} rows")
+    cols = w.nbytes // rows // TYPE_INFO[t].type_size * TYPE_INFO[t].block_size
+    check(lib.ll_pack(int(t), ptr(w), w.nbytes, rows, cols))
+    return w.reshape(rows, -1)
+
+
+def pack_preferred(w_type: TypeLike, rows: int, cols: int) -> bool:
+    """Whether the current ISA's kernels run W faster packed (see `pack`)."""
+    from ._native import lib
+    return bool(lib.ll_pack_preferred(int(as_type(w_type)), rows, cols))
+
+
 def matmul(w_raw: np.ndarray, w_type: TypeLike, x: np.ndarray, n_threads: int | None = None,
-           rows: int | None = None) -> np.ndarray:
+           rows: int | None = None, packed: bool = False) -> np.ndarray:
     """Y = X . W^T with W's rows stored as `w_type` (uint8 of shape (rows, row_bytes)
-    or flat with `rows` given) and X float32 of shape (n, cols) or (cols,)."""
+    or flat with `rows` given; packed=True: as `pack` returns them) and X
+    float32 of shape (n, cols) or (cols,)."""
     from ._native import check, lib, ptr
     from .threads import get_pool
     t = _supported(w_type)
@@ -173,8 +199,9 @@ def matmul(w_raw: np.ndarray, w_type: TypeLike, x: np.ndarray, n_threads: int | 
                          f"elements take {rows * rb}")
     y = np.empty((n, rows), dtype=np.float32)
     if n and rows:
-        work = np.empty(max(lib.ll_matmul_work_size(int(t), cols, n), 1), dtype=np.uint8)
-        check(lib.ll_matmul(get_pool(n_threads), int(t), ptr(w), w.nbytes, rows, cols,
+        layout = lib.LL_LAYOUT_PACKED8 if packed else lib.LL_LAYOUT_ROWS
+        work = np.empty(max(lib.ll_matmul_work_size(int(t), layout, cols, n), 1), dtype=np.uint8)
+        check(lib.ll_matmul(get_pool(n_threads), int(t), layout, ptr(w), w.nbytes, rows, cols,
                             ptr(x2, "float *"), x2.nbytes, n, ptr(y, "float *"), y.nbytes,
                             ptr(work), work.nbytes))
     return y[0] if squeeze else y

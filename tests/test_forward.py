@@ -12,7 +12,7 @@ import pytest
 
 import reference
 import synthetic
-from llamalite import ContextOverflowError, GGUFError, UnsupportedModelError
+from llamalite import ContextOverflowError, GGUFError, UnsupportedModelError, _native, quants
 from llamalite._native import ffi, lib, last_error
 from llamalite.model import Model
 from llamalite.threads import get_pool
@@ -323,3 +323,55 @@ def test_real_greedy_continuation_equals_llama_cpp(real_model, name):
         greedy.append(int(logits.argmax()))
         logits = m.eval(greedy[-1:])
     assert greedy == case["greedy"]
+
+
+# ---- packed weights -----------------------------------------------------------------------
+
+def test_packed_weights_read_or_mapped_give_the_same_logits(model_file):
+    """Where the kernels run Q5_0 faster packed, the model packs its Q5_0
+    matrices (not token_embd, whose rows are looked up), in the memory the
+    weights were read into or, with use_mmap, in memory of its own; the
+    logits are the same bits either way, and close to unpacked ones."""
+    path = model_file("qwen2", ("Q5_0", "Q4_K"))
+    isa = _native.get_isa()
+    if not quants.pack_preferred("Q5_0", 256, 256):
+        pytest.skip(f"the {isa} kernels do not pack Q5_0")
+    with Model(path, n_ctx=32) as read, Model(path, n_ctx=32, use_mmap=True) as mapped:
+        assert read._packed_names == mapped._packed_names
+        assert read._packed_names and all(
+            read.reader.tensors[n].type == quants.GGMLType.Q5_0 for n in read._packed_names)
+        assert "token_embd.weight" not in read._packed_names
+        assert mapped._weights is None and mapped._packed_copy is not None
+        packed = read.eval(TOKENS, all_logits=True)
+        assert np.array_equal(mapped.eval(TOKENS, all_logits=True), packed)
+    try:
+        _native.set_isa("scalar")     # scalar kernels: nothing is packed
+        with Model(path, n_ctx=32) as rows:
+            assert not rows._packed_names
+            unpacked = rows.eval(TOKENS, all_logits=True)
+    finally:
+        _native.set_isa(isa)
+    assert rel_error(packed, unpacked) <= 1e-4
+
+
+def test_the_c_core_checks_the_layout_of_each_tensor(model_file):
+    path = model_file("qwen2", ("Q5_0", "Q2_K"))
+    with Model(path, n_ctx=32) as m:
+        globals_, layers = m._c_tensors
+        hp, out = m.config.hparams(), ffi.new("ll_model **")
+
+        def refused(tensor, layout, message):
+            before = tensor.layout
+            tensor.layout = layout
+            try:
+                rc = lib.ll_model_new(hp, globals_, layers, m.config.n_layer, out)
+            finally:
+                tensor.layout = before
+            return rc == lib.LL_ERR_ARG and message in last_error()
+
+        q2k = next(f for f in ("wq", "wk", "wv", "wo", "ffn_gate", "ffn_up", "ffn_down")
+                   if getattr(layers[0], f).type == quants.GGMLType.Q2_K)
+        assert refused(layers[0].wq, 7, "blk.0.attn_q has an unknown layout 7")
+        assert refused(globals_.token_embd, lib.LL_LAYOUT_PACKED8, "token_embd cannot be packed")
+        assert refused(layers[0].attn_norm, lib.LL_LAYOUT_PACKED8, "attn_norm cannot be packed")
+        assert refused(getattr(layers[0], q2k), lib.LL_LAYOUT_PACKED8, "Q2_K has no packed layout")

@@ -6,7 +6,9 @@ reference, and against an independent float64 numpy model of each dot product.
   magnitudes of the terms the dot adds up (float order differs, integers don't);
 - dequantizers: the same bits as the scalar ones;
 - matmul: SIMD against scalar for n = 1, 5 and 9, and the same bits for 1 or 2
-  threads, and for a row alone or in a batch (batches use the 4-row kernels).
+  threads, and for a row alone or in a batch (batches use the 4-row kernels);
+- packed weights: the same products as rows, and the same bits on every ISA
+  (scalar included), thread count and batch size.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamalite import _native
-from llamalite.quants import SUPPORTED, TYPE_INFO, GGMLType as T, matmul, row_bytes
+from llamalite.errors import UnsupportedModelError
+from llamalite.quants import (SUPPORTED, TYPE_INFO, GGMLType as T, matmul, pack, pack_preferred,
+                              row_bytes)
 
 ffi, lib = _native.ffi, _native.lib
 
@@ -329,3 +333,90 @@ def test_matmul_matches_scalar_and_thread_count(isa, wt, n, data):
         for r in range(rows):
             _, scale = model_dot(wt, w[r], act, cols)
             assert close(got[j, r], want[j, r], scale), (j, r, got[j, r], want[j, r], scale)
+
+
+# ---- packed weights ----------------------------------------------------------------------
+
+PACKED_TYPES = [T.Q5_0]
+ALL_ISAS = ["scalar"] + SIMD_ISAS
+
+
+@pytest.mark.parametrize("wt", PACKED_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("packed_isa", ALL_ISAS)
+@settings(SETTINGS, max_examples=15)
+@given(data=st.data())
+def test_packed_matmul_matches_rows_with_the_same_bits_everywhere(packed_isa, wt, data):
+    """Packed weights give what the same weights in rows give (float order
+    differs), and the same bits on every ISA, for any thread count, and for a
+    row of X alone or in a batch of any size."""
+    before = _native.get_isa()
+    bs = TYPE_INFO[wt].block_size
+    cols = data.draw(st.integers(1, 12)) * bs
+    rows = 8 * data.draw(st.integers(1, 4))
+    n = data.draw(st.integers(1, 9))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    w = np.stack([random_weights(wt, cols, rng) for _ in range(rows)])
+    x = (rng.standard_normal((n, cols)) * 10.0 ** rng.uniform(-3, 3)).astype(np.float32)
+    p = pack(w, wt)
+    try:
+        got = on(packed_isa, matmul, p, wt, x, 1, None, True)
+        want = on(packed_isa, matmul, w, wt, x, 1)
+        assert np.array_equal(on("scalar", matmul, p, wt, x, 1, None, True), got)
+        assert np.array_equal(on(packed_isa, matmul, p, wt, x, 2, None, True), got)
+        for j in range(n):
+            alone = on(packed_isa, matmul, p, wt, x[j:j + 1], 1, None, True)[0]
+            assert np.array_equal(alone, got[j]), j
+            act = on(packed_isa, quantize_act, ACT_TYPE[wt], x[j])
+            for r in range(rows):
+                _, scale = model_dot(wt, w[r], act, cols)
+                assert close(got[j, r], want[j, r], scale), (j, r, got[j, r], want[j, r])
+    finally:
+        _native.set_isa(before)
+
+
+def test_packing_is_offered_where_a_kernel_is_faster_and_refused_where_it_cannot_be():
+    before = _native.get_isa()
+    try:
+        _native.set_isa("scalar")
+        assert not pack_preferred(T.Q5_0, 16, 64)        # the scalar kernels gain nothing
+        for isa in ("avx2", "avxvnni", "avx512"):
+            if isa in SIMD_ISAS:
+                _native.set_isa(isa)
+                assert pack_preferred(T.Q5_0, 16, 64)
+                assert not pack_preferred(T.Q5_0, 12, 64)    # not whole groups of 8
+                assert not pack_preferred(T.Q5_0, 16, 48)    # not whole blocks
+                assert not pack_preferred(T.Q8_K, 16, 256)   # no packed form
+    finally:
+        _native.set_isa(before)
+    w = np.zeros((12, row_bytes(T.Q5_0, 64)), np.uint8)
+    with pytest.raises(ValueError, match="groups of 8, got 12 rows"):
+        pack(w, T.Q5_0)
+    with pytest.raises(ValueError, match="do not split into 8 rows"):
+        pack(w.reshape(-1)[:100], T.Q5_0, rows=8)
+    with pytest.raises(UnsupportedModelError, match="no packed layout"):
+        pack(np.zeros((8, 34), np.uint8), T.Q8_0)
+    with pytest.raises(ValueError, match="groups of 8 rows, not 12"):
+        matmul(w, T.Q5_0, np.ones((1, 64), np.float32), packed=True)
+    bad = np.zeros(8 * 44 + 8, np.uint8)
+    assert lib.ll_pack(int(T.Q5_0), _native.ptr(bad), bad.nbytes, 8, 64) == lib.LL_ERR_ARG
+    assert "bytes given for 8 x 64 Q5_0" in _native.last_error()
+
+
+def test_packed_rows_are_the_same_weights_rearranged():
+    """Unpacking by the layout llamalite.h describes gives back every row."""
+    rng = np.random.default_rng(5)
+    w = np.stack([random_weights(T.Q5_0, 96, rng) for _ in range(16)])
+    p = pack(w, T.Q5_0).reshape(2, 3, 176)            # groups, blocks, packed block
+    rows = w.reshape(2, 8, 3, 22)                     # groups, rows, blocks, Q5_0 block
+    for g in range(2):
+        for b in range(3):
+            blk = p[g, b]
+            d, qh, qs = blk[:16].view(np.uint16), blk[16:48], blk[48:].reshape(4, 32)
+            for r in range(8):
+                orig = rows[g, r, b]
+                assert d[r] == orig[:2].view(np.uint16)[0]
+                for j in range(4):
+                    assert np.array_equal(qs[j, 4 * r:4 * r + 4], orig[6 + 4 * j:10 + 4 * j])
+                bits = int.from_bytes(orig[2:6].tobytes(), "little")
+                for e in range(32):
+                    assert (qh[4 * r + e % 4] >> (e // 4)) & 1 == (bits >> e) & 1

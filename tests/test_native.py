@@ -122,18 +122,18 @@ def test_c_checks_buffer_lengths_it_is_given():
     work = np.empty(1, np.uint8)
     y = np.empty(1, np.float32)
     with pytest.raises(ValueError, match="work buffer"):
-        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), 0, ptr(w), 68, 1, 64,
                             ptr(x, "float *"), 256, 1, ptr(y, "float *"), 4, ptr(work), 1))
     big = np.empty(128, np.uint8)
     with pytest.raises(ValueError, match="x holds 256 bytes; 2 rows of 64 need 512"):
-        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), 0, ptr(w), 68, 1, 64,
                             ptr(x, "float *"), 256, 2, ptr(y, "float *"), 4, ptr(big), 136))
     x2 = np.ones(128, np.float32)
     with pytest.raises(ValueError, match="y holds 4 bytes; 2 rows of 1 need 8"):
-        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), ptr(w), 68, 1, 64,
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.Q8_0), 0, ptr(w), 68, 1, 64,
                             ptr(x2, "float *"), 512, 2, ptr(y, "float *"), 4, ptr(big), 136))
     with pytest.raises(ValueError, match="overflow a 64-bit size"):
-        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.F32), ptr(w), 68, 1, 2**62,
+        check(lib.ll_matmul(ffi.NULL, int(quants.GGMLType.F32), 0, ptr(w), 68, 1, 2**62,
                             ptr(x, "float *"), 256, 1, ptr(y, "float *"), 4, ptr(work), 1))
     with pytest.raises(UnsupportedModelError):
         check(lib.ll_dequantize(5, ptr(w), 68, ptr(x, "float *"), 64))

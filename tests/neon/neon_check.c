@@ -320,9 +320,9 @@ static void check_to_float(const wtype *t, int64_t n) {
 static void matmul_with(const char *isa, ll_pool *pool, const wtype *t, const void *w, size_t wb,
                         int64_t rows, int64_t cols, const float *x, int64_t n, float *y) {
     set_isa(isa);
-    int64_t need = ll_matmul_work_size(t->type, cols, n);
+    int64_t need = ll_matmul_work_size(t->type, LL_LAYOUT_ROWS, cols, n);
     void *work = malloc(need > 0 ? (size_t)need : 1);
-    must(ll_matmul(pool, t->type, w, wb, rows, cols, x, (size_t)(n * cols) * sizeof(float), n,
+    must(ll_matmul(pool, t->type, LL_LAYOUT_ROWS, w, wb, rows, cols, x, (size_t)(n * cols) * sizeof(float), n,
                    y, (size_t)(n * rows) * sizeof(float), work, (size_t)need), "ll_matmul");
     free(work);
 }

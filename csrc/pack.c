@@ -1,0 +1,121 @@
+/* pack.c: packed weights (LL_LAYOUT_PACKED8): packing GGUF rows in place
+ * into groups of 8 interleaved rows, and the scalar kernels over them.
+ *
+ * Why: prompt processing multiplies every weight block with hundreds of
+ * activation rows. A row-by-row dot ends each block with a float conversion
+ * and a multiply-add per row (its 8 lanes are partial sums of one row), and
+ * keeps a row's total in 8 lanes until a horizontal sum. With 8 rows
+ * interleaved 4 bytes at a time, one 32-byte load holds 4 elements of each
+ * row; an activation's 4 bytes broadcast to all lanes make each lane the dot
+ * of one row, and the block's float step serves 8 rows at once. For Q5_0 that
+ * is about a third of the instructions per weight block.
+ *
+ * The arithmetic of a packed dot is defined here, for every ISA alike: per
+ * block the exact integer dot, then acc = fma(float(dot), d_w * d_y, acc),
+ * block after block (d_w * d_y is exact in float: two float16 significands).
+ * So the scalar kernels below give the SIMD ones' bits, and a row gives the
+ * same result alone or in a batch. */
+#include <math.h>
+#include <stdlib.h>
+#include "quants.h"
+
+/* ---- Q5_0 ------------------------------------------------------------------ */
+
+static void pack_q5_0(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        block_q5_0x8 *p = (block_q5_0x8 *)dst + b;
+        memset(p->qh, 0, sizeof p->qh);
+        for (int r = 0; r < 8; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)(rows + r * row_bytes) + b;
+            uint32_t qh;
+            memcpy(&qh, x->qh, 4);
+            p->d[r] = x->d;
+            for (int j = 0; j < 4; j++) memcpy(&p->qs[j][4 * r], &x->qs[4 * j], 4);
+            for (int e = 0; e < QK5_0; e++)
+                p->qh[4 * r + e % 4] |= (uint8_t)(((qh >> e) & 1) << (e / 4));
+        }
+    }
+}
+
+/* row r's unsigned 5-bit quant of element e (0..31) in a packed block */
+static int q5_0x8_quant(const block_q5_0x8 *p, int r, int e) {
+    const int k = e / 4, i = e % 4;
+    const uint8_t byte = p->qs[k % 4][4 * r + i];
+    const int nibble = k < 4 ? byte & 0x0f : byte >> 4;
+    return nibble | ((p->qh[4 * r + i] >> k) & 1) << 4;
+}
+
+static void gemm8_q5_0_scalar(int64_t n, float *s, int64_t s_stride, const void *vx,
+                              const void *vy, size_t y_stride, int n_y) {
+    const block_q5_0x8 *x = vx;
+    for (int a = 0; a < n_y; a++) {
+        const block_q8_0p *y = (const block_q8_0p *)((const uint8_t *)vy + a * y_stride);
+        for (int r = 0; r < 8; r++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n / QK5_0; b++) {
+                int32_t dot = 0;
+                for (int e = 0; e < QK5_0; e++) dot += q5_0x8_quant(&x[b], r, e) * y[b].qs[e];
+                dot -= 16 * y[b].sum;
+                acc = fmaf((float)dot, ll_half_to_f32(x[b].d[r]) * y[b].d, acc);
+            }
+            s[a * s_stride + r] = acc;
+        }
+    }
+}
+
+/* ---- the table and the entry points ------------------------------------------ */
+
+typedef void (*pack_fn)(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb);
+
+static const struct {
+    int type, act_type;
+    pack_fn pack;
+    ll_gemm8_fn scalar;
+} packed_types[] = {
+    { LL_TYPE_Q5_0, LL_TYPE_Q8_0P, pack_q5_0, gemm8_q5_0_scalar },
+};
+#define N_PACKED (sizeof packed_types / sizeof packed_types[0])
+
+static int packed_index(int type) {
+    for (size_t i = 0; i < N_PACKED; i++)
+        if (packed_types[i].type == type) return (int)i;
+    return -1;
+}
+
+int ll_packed_act_type(int type) {
+    const int i = packed_index(type);
+    return i < 0 ? -1 : packed_types[i].act_type;
+}
+
+void ll_fill_packed_scalar(ll_kernels *k) {
+    for (size_t i = 0; i < N_PACKED; i++) k->gemm8[packed_types[i].type] = packed_types[i].scalar;
+}
+
+int ll_pack_preferred(int type, int64_t rows, int64_t cols) {
+    if (packed_index(type) < 0 || !ll_active->pack_faster[type] || rows <= 0 || rows % 8)
+        return 0;
+    return cols > 0 && cols % ll_traits[type].blck_size == 0;
+}
+
+int ll_pack(int type, void *data, size_t nbytes, int64_t rows, int64_t cols) {
+    const int i = packed_index(type);
+    if (i < 0)
+        return ll_error(LL_ERR_UNSUPPORTED, "no packed layout for tensor type %d", type);
+    if (rows <= 0 || rows % 8)
+        return ll_error(LL_ERR_ARG, "packing takes rows in groups of 8, got %lld rows",
+                        (long long)rows);
+    const int64_t rb = ll_row_bytes(type, cols);
+    if (rb <= 0) return LL_ERR_ARG; /* the error names the block size */
+    if (!data || rows > INT64_MAX / rb || (uint64_t)(rows * rb) != (uint64_t)nbytes)
+        return ll_error(LL_ERR_ARG, "%zu bytes given for %lld x %lld %s", nbytes,
+                        (long long)rows, (long long)cols, ll_traits[type].name);
+    uint8_t *group = malloc((size_t)(8 * rb));
+    if (!group) return ll_error(LL_ERR_NOMEM, "no memory for 8 rows of %lld bytes", (long long)rb);
+    for (int64_t g = 0; g < rows / 8; g++) {
+        uint8_t *at = (uint8_t *)data + g * 8 * rb;
+        memcpy(group, at, (size_t)(8 * rb));
+        packed_types[i].pack(group, (size_t)rb, at, cols / ll_traits[type].blck_size);
+    }
+    free(group);
+    return LL_OK;
+}
