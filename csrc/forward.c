@@ -76,7 +76,7 @@ struct ll_context {
     float *att;                     /* [n_batch][n_head * head_dim_v] attention output */
     float *out;                     /* [n_batch][n_embd] output of wo, ffn_down */
     float *gate, *up;               /* [n_batch][n_ff] */
-    float *scores;                  /* [n_threads][n_ctx] one query's attention weights */
+    float *scores;                  /* [n_threads][heads per KV head][n_ctx] attention weights */
     float *rope;                    /* [2][n_batch][head_dim_k / 2][cos, sin] */
     void *work;                     /* activations quantized by ll_matmul */
     size_t work_bytes;
@@ -440,7 +440,7 @@ int ll_context_new(const ll_model *m, int32_t n_ctx, int32_t n_batch, int32_t n_
     c->out = malloc(nb * hp->n_embd * f);
     c->gate = malloc(nb * hp->n_ff * f);
     c->up = malloc(nb * hp->n_ff * f);
-    c->scores = malloc((size_t)n_threads * n_ctx * f);
+    c->scores = malloc((size_t)n_threads * (hp->n_head / hp->n_head_kv) * n_ctx * f);
     c->rope = malloc(2 * nb * hp->head_dim_k * f);
     int64_t work = work_size(m, n_batch);
     c->work_bytes = (size_t)(work > 0 ? work : 1);
@@ -588,44 +588,58 @@ typedef struct {
     int32_t pos0, n;
 } attend_task;
 
-/* One query head of one token: scores against every visible key, softmax,
- * then the weighted sum of the values, each output dim a dot over positions. */
-static void attend_one(const attend_task *t, int32_t i, int h, float *s) {
+/* The query heads that share key/value head kh, for one token: scores
+ * against every visible key, softmax, then the weighted sums of the values
+ * (each output dim a dot over positions). Each key and value row is read
+ * once for all those heads (from L2 for a long prompt: the reads, not the
+ * multiply-adds, are what attention costs), in fours by dot_rows. s holds
+ * n_ctx scores per head. */
+static void attend_group(const attend_task *t, int32_t i, int kh, float *s) {
     const ll_context *c = t->c;
     const ll_hparams *hp = &c->m->hp;
     const int32_t pos = t->pos0 + i;
     const int32_t first = c->m->layers[t->l].sliding && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
     const int32_t n_keys = pos - first + 1;
-    const int kh = h / (hp->n_head / hp->n_head_kv);
-    const ll_vec_dot_fn dot = ll_active->vec_dot[c->kv_type];
-    const float *q = c->q + ((size_t)i * hp->n_head + h) * hp->head_dim_k;
+    const int group = hp->n_head / hp->n_head_kv, h0 = kh * group;
+    const ll_dot_rows_fn dot = ll_active->dot_rows[c->kv_type];
+    const float *q = c->q + ((size_t)i * hp->n_head + h0) * hp->head_dim_k;
     const uint8_t *k = k_at(c, t->l, first, kh);
     const size_t k_stride = (size_t)hp->n_head_kv * hp->head_dim_k * c->kv_elt;
-    float max = -INFINITY;
-    for (int32_t j = 0; j < n_keys; j++) {
-        dot(hp->head_dim_k, &s[j], k + j * k_stride, q);
-        s[j] *= hp->attn_scale;
-        if (s[j] > max) max = s[j];
+    const size_t q_stride = (size_t)hp->head_dim_k * sizeof(float);
+    for (int32_t j = 0; j < n_keys; j++)
+        for (int g = 0; g < group; g += 4)
+            dot(hp->head_dim_k, &s[(size_t)g * c->n_ctx + j], c->n_ctx, k + j * k_stride,
+                q + (size_t)g * hp->head_dim_k, q_stride, group - g < 4 ? group - g : 4);
+    for (int g = 0; g < group; g++) {
+        float *sg = s + (size_t)g * c->n_ctx, max = -INFINITY, sum = 0.0f;
+        for (int32_t j = 0; j < n_keys; j++) {
+            sg[j] *= hp->attn_scale;
+            if (sg[j] > max) max = sg[j];
+        }
+        for (int32_t j = 0; j < n_keys; j++) {
+            sg[j] = expf(sg[j] - max);
+            sum += sg[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int32_t j = 0; j < n_keys; j++) sg[j] *= inv;
     }
-    float sum = 0.0f;
-    for (int32_t j = 0; j < n_keys; j++) {
-        s[j] = expf(s[j] - max);
-        sum += s[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int32_t j = 0; j < n_keys; j++) s[j] *= inv;
-    float *out = c->att + ((size_t)i * hp->n_head + h) * hp->head_dim_v;
+    float *out = c->att + ((size_t)i * hp->n_head + h0) * hp->head_dim_v;
     for (int d = 0; d < hp->head_dim_v; d++)
-        dot(n_keys, &out[d], v_at(c, t->l, (int64_t)kh * hp->head_dim_v + d, first), s);
+        for (int g = 0; g < group; g += 4)
+            dot(n_keys, &out[(size_t)g * hp->head_dim_v + d], hp->head_dim_v,
+                v_at(c, t->l, (int64_t)kh * hp->head_dim_v + d, first), s + (size_t)g * c->n_ctx,
+                (size_t)c->n_ctx * sizeof(float), group - g < 4 ? group - g : 4);
 }
 
-/* Threads take (token, head) pairs in turn; each pair is one thread's, start to end. */
+/* Threads take (token, key/value head) pairs in turn; each pair is one
+ * thread's, start to end. */
 static void attend_run(void *arg, int ith, int nth) {
     const attend_task *t = arg;
-    const int n_head = t->c->m->hp.n_head;
-    float *scores = t->c->scores + (size_t)ith * t->c->n_ctx;
-    for (int64_t it = ith; it < (int64_t)t->n * n_head; it += nth)
-        attend_one(t, (int32_t)(it / n_head), (int)(it % n_head), scores);
+    const ll_hparams *hp = &t->c->m->hp;
+    const int n_kv = hp->n_head_kv;
+    float *scores = t->c->scores + (size_t)ith * (hp->n_head / n_kv) * t->c->n_ctx;
+    for (int64_t it = ith; it < (int64_t)t->n * n_kv; it += nth)
+        attend_group(t, (int32_t)(it / n_kv), (int)(it % n_kv), scores);
 }
 
 /* ---- the per-token steps between the matmuls -------------------------------------------- */
@@ -710,23 +724,12 @@ static void attn_out_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_
     rmsnorm_rows(c->xn + t0 * d, x, L->ffn_norm, n, d, hp->norm_eps);
 }
 
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
-static float gelu_tanh(float x) {
-    const float sqrt_2_over_pi = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
-}
-
 /* gate = act(gate) * up */
 static void activation_step(ll_context *c, int l, int32_t pos0, int32_t t0, int32_t t1) {
     (void)l, (void)pos0;
     const ll_hparams *hp = &c->m->hp;
     const int64_t from = t0 * hp->n_ff, to = t1 * hp->n_ff;
-    float *gate = c->gate, *up = c->up;
-    if (hp->activation == LL_ACT_SILU)
-        for (int64_t i = from; i < to; i++) gate[i] = silu(gate[i]) * up[i];
-    else
-        for (int64_t i = from; i < to; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
+    ll_active->glu[hp->activation](c->gate + from, c->up + from, to - from);
 }
 
 /* x += the feed-forward's output (post-normed where the model does) */

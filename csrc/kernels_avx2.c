@@ -383,6 +383,54 @@ FLOAT_DOT(dot_f16, load8_f16, elem_f16)
 FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 #undef FLOAT_DOT
 
+/* Attention's dots (ll_dot_rows_fn): each cache row's 8-element chunk is
+ * loaded (and converted) once for the n_y query rows. Per row two
+ * accumulators take alternate chunks of 8, then one horizontal sum and a
+ * scalar tail: the same operations for each row whatever n_y is. */
+#define DOT_ROWS(name, LOAD8, ELEM)                                                       \
+    static inline __attribute__((always_inline)) void name##_n(                          \
+            int64_t n, float *s, int64_t s_stride, const void *vx, const float *y,       \
+            size_t y_stride, const int n_y) {                                            \
+        const float *ya[4];                                                              \
+        __m256 acc[4][2];                                                                \
+        for (int a = 0; a < n_y; a++) {                                                  \
+            ya[a] = (const float *)((const uint8_t *)y + a * y_stride);                  \
+            acc[a][0] = acc[a][1] = _mm256_setzero_ps();                                 \
+        }                                                                                \
+        int64_t i = 0;                                                                   \
+        for (; i + 16 <= n; i += 16) {                                                   \
+            const __m256 x0 = LOAD8(vx, i), x1 = LOAD8(vx, i + 8);                       \
+            for (int a = 0; a < n_y; a++) {                                              \
+                acc[a][0] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(ya[a] + i), acc[a][0]);  \
+                acc[a][1] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(ya[a] + i + 8), acc[a][1]); \
+            }                                                                            \
+        }                                                                                \
+        if (i + 8 <= n) {                                                                \
+            const __m256 x0 = LOAD8(vx, i);                                              \
+            for (int a = 0; a < n_y; a++)                                                \
+                acc[a][0] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(ya[a] + i), acc[a][0]);  \
+            i += 8;                                                                      \
+        }                                                                                \
+        for (int a = 0; a < n_y; a++) {                                                  \
+            float sum = hsum_ps(_mm256_add_ps(acc[a][0], acc[a][1]));                    \
+            for (int64_t t = i; t < n; t++) sum += ELEM(vx, t) * ya[a][t];               \
+            s[a * s_stride] = sum;                                                       \
+        }                                                                                \
+    }                                                                                    \
+    static void name(int64_t n, float *s, int64_t s_stride, const void *x, const float *y, \
+                     size_t y_stride, int n_y) {                                         \
+        switch (n_y) {                                                                   \
+        case 1: name##_n(n, s, s_stride, x, y, y_stride, 1); break;                      \
+        case 2: name##_n(n, s, s_stride, x, y, y_stride, 2); break;                      \
+        case 3: name##_n(n, s, s_stride, x, y, y_stride, 3); break;                      \
+        default: name##_n(n, s, s_stride, x, y, y_stride, 4); break;                     \
+        }                                                                                \
+    }
+
+DOT_ROWS(dot_rows_f32, load8_f32, elem_f32)
+DOT_ROWS(dot_rows_f16, load8_f16, elem_f16)
+#undef DOT_ROWS
+
 /* ---- legacy formats against Q8_0 / Q8_1 --------------------------------------- */
 
 /* Each type's integer dot of one block with 32 activation bytes, as 8 int32
@@ -629,6 +677,101 @@ static void gemm8_q5_0(int64_t n, float *s, int64_t s_stride, const void *x, con
     case 2: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 2); break;
     case 3: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 3); break;
     default: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 4); break;
+    }
+}
+
+/* A packed Q4_K block's scales and mins, spread for the kernel below:
+ * sc[sb] holds row r's scale of sub-block sb in both int16 of lane r (the
+ * madd multiplier of that row's pair sums); mp[p] holds row r's mins of
+ * sub-blocks 2p and 2p + 1 as the int16 pair of lane r. */
+static inline void q4_Kx8_scales(const block_q4_Kx8 *x, __m256i sc[8], __m256i mp[4]) {
+    const __m256i six = _mm256_set1_epi8(63), m15 = _mm256_set1_epi8(0x0f);
+    const __m256i top = _mm256_set1_epi8(0x30);
+    const __m256i sm0 = load256(x->sm), sm1 = load256(x->sm + 32), lo = load256(x->m_lo);
+    const __m256i m0 = _mm256_or_si256(_mm256_and_si256(lo, m15),
+                                       _mm256_and_si256(_mm256_srli_epi16(sm0, 2), top));
+    const __m256i m1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo, 4), m15),
+                                       _mm256_and_si256(_mm256_srli_epi16(sm1, 2), top));
+    mp[0] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(m0));
+    mp[1] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(m0, 1));
+    mp[2] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(m1));
+    mp[3] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(m1, 1));
+    /* each lane: 4 rows' scale bytes, each as int16 twice */
+    const __m256i spread = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
+                                            4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    const __m256i s[2] = { _mm256_and_si256(sm0, six), _mm256_and_si256(sm1, six) };
+    for (int sb = 0; sb < 8; sb++) {
+        /* sub-block sb's 8 scale bytes (qword sb % 4 of s[sb / 4]) in both lanes */
+        const int q = sb % 4;
+        const __m256i both = _mm256_permutevar8x32_epi32(
+            s[sb / 4], _mm256_setr_epi32(2 * q, 2 * q + 1, 2 * q, 2 * q + 1,
+                                         2 * q, 2 * q + 1, 2 * q, 2 * q + 1));
+        sc[sb] = _mm256_shuffle_epi8(both, spread);
+    }
+}
+
+/* Packed Q4_K against n_y (1..4) Q8_K rows. Per row and sub-block of 32:
+ * eight products of at most 2 * 15 * 127 add up in int16, then madd with the
+ * scale; the mins meet the activations' sums of 32 (Q8_K's bsums in pairs).
+ * Then pack.c's float steps for both. */
+static inline __attribute__((always_inline)) void gemm8_q4_K_n(
+        int64_t n, float *s, int64_t s_stride, const void *vx, const void *vy,
+        size_t y_stride, const int n_y) {
+    const block_q4_Kx8 *x = vx;
+    const block_q8_K *y[4];
+    __m256 acc[4], acc_m[4];
+    for (int a = 0; a < n_y; a++) {
+        y[a] = (const block_q8_K *)((const uint8_t *)vy + a * y_stride);
+        acc[a] = acc_m[a] = _mm256_setzero_ps();
+    }
+    const __m256i m15 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_span(&x[b], sizeof x[b]);
+        __m256i sc[8], mp[4];
+        q4_Kx8_scales(&x[b], sc, mp);
+        __m256i dot[4], mins[4];
+        for (int a = 0; a < n_y; a++) {
+            /* the sums of 32: int16 0..3 of lane 0 = sub-blocks 0..3, of lane 1 = 4..7 */
+            const __m256i bs = load256(y[a][b].bsums);
+            const __m256i s32 = _mm256_hadd_epi16(bs, bs);
+            mins[a] = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                const int at = p % 2 + 4 * (p / 2);
+                mins[a] = _mm256_add_epi32(mins[a], _mm256_madd_epi16(
+                    mp[p], _mm256_permutevar8x32_epi32(s32, _mm256_set1_epi32(at))));
+            }
+            dot[a] = _mm256_setzero_si256();
+        }
+        for (int sb = 0; sb < 8; sb++) {
+            __m256i part[4];
+            for (int a = 0; a < n_y; a++) part[a] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i q = load256(x[b].qs[sb / 2][k]);
+                const __m256i w = _mm256_and_si256(sb % 2 ? _mm256_srli_epi16(q, 4) : q, m15);
+                for (int a = 0; a < n_y; a++)
+                    part[a] = _mm256_add_epi16(part[a], _mm256_maddubs_epi16(
+                        w, bcast4(y[a][b].qs + 32 * sb + 4 * k)));
+            }
+            for (int a = 0; a < n_y; a++)
+                dot[a] = _mm256_add_epi32(dot[a], _mm256_madd_epi16(part[a], sc[sb]));
+        }
+        const __m256 dw = _mm256_cvtph_ps(load128(x[b].d)), dmw = _mm256_cvtph_ps(load128(x[b].dmin));
+        for (int a = 0; a < n_y; a++) {
+            const __m256 dy = _mm256_set1_ps(y[a][b].d);
+            acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[a]), _mm256_mul_ps(dw, dy), acc[a]);
+            acc_m[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins[a]), _mm256_mul_ps(dmw, dy), acc_m[a]);
+        }
+    }
+    for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, _mm256_sub_ps(acc[a], acc_m[a]));
+}
+
+static void gemm8_q4_K(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
+                       size_t y_stride, int n_y) {
+    switch (n_y) {
+    case 1: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 1); break;
+    case 2: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 2); break;
+    case 3: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 3); break;
+    default: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 4); break;
     }
 }
 
@@ -1067,6 +1210,55 @@ static void to_float_q6_K(const void *vx, float *y, int64_t n) {
     }
 }
 
+/* ---- the feed-forward's gated activations ------------------------------------------- */
+
+/* e^x for 8 floats, within 2 ulp: x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2
+ * in two parts so that n ln 2 is exact), e^r by its Taylor series to r^7
+ * (the next term is below 1e-8 relative), times 2^n built in the exponent
+ * bits. x is clamped to [-87.3, 88.3], where 2^n stays a normal float: e^x
+ * saturates at about 1e-38 and 2e38 beyond, which the activations below
+ * turn into the same 0 or x as the true values. */
+static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.4286068203094173e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    static const float inv_factorial[] = { 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f };
+    for (int k = 0; k < 7; k++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(inv_factorial[k]));
+    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+/* x * sigmoid(t) * up = x / (1 + e^-t) * up */
+static inline __m256 sigmoid_gate(__m256 x, __m256 t, __m256 up) {
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), t));
+    return _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), up);
+}
+
+static void glu_silu(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(gate + i);
+        _mm256_storeu_ps(gate + i, sigmoid_gate(x, x, _mm256_loadu_ps(up + i)));
+    }
+    ll_glu_silu(gate + i, up + i, n - i);
+}
+
+/* GELU's tanh form: 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) */
+static void glu_gelu_tanh(float *gate, const float *up, int64_t n) {
+    const __m256 c1 = _mm256_set1_ps(2 * 0.7978845608028654f), c3 = _mm256_set1_ps(0.044715f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(gate + i);
+        const __m256 t = _mm256_mul_ps(_mm256_mul_ps(c1, x), _mm256_fmadd_ps(_mm256_mul_ps(c3, x), x,
+                                                                            _mm256_set1_ps(1.0f)));
+        _mm256_storeu_ps(gate + i, sigmoid_gate(x, t, _mm256_loadu_ps(up + i)));
+    }
+    ll_glu_gelu_tanh(gate + i, up + i, n - i);
+}
+
 /* ---- the table ---------------------------------------------------------------------- */
 
 #if defined(LL_AVX512)
@@ -1106,8 +1298,15 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->vec_dot4[LL_TYPE_Q4_K] = dot4_q4_K;
     k->vec_dot4[LL_TYPE_Q6_K] = dot4_q6_K;
 
+    k->dot_rows[LL_TYPE_F32] = dot_rows_f32;
+    k->dot_rows[LL_TYPE_F16] = dot_rows_f16;
+    k->glu[LL_ACT_SILU] = glu_silu;
+    k->glu[LL_ACT_GELU_TANH] = glu_gelu_tanh;
+
     k->gemm8[LL_TYPE_Q5_0] = gemm8_q5_0;
     k->pack_faster[LL_TYPE_Q5_0] = 1;
+    k->gemm8[LL_TYPE_Q4_K] = gemm8_q4_K;
+    k->pack_faster[LL_TYPE_Q4_K] = 1;
 
     k->to_float[LL_TYPE_F16] = to_float_f16;
     k->to_float[LL_TYPE_BF16] = to_float_bf16;

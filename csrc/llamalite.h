@@ -90,6 +90,10 @@ int ll_quantize_act(int type, const float *x, int64_t n, void *dst, size_t dst_b
 int ll_vec_dot(int wtype, int64_t n, const void *w, size_t w_bytes,
                const void *x, size_t x_bytes, float *out);
 
+/* The feed-forward's gated activation with the current ISA's kernel:
+ * gate[i] = act(gate[i]) * up[i] for i < n, act an enum ll_activation. */
+int ll_glu(int activation, float *gate, const float *up, int64_t n);
+
 /* ---- threads ---------------------------------------------------------------- */
 
 typedef struct ll_pool ll_pool;

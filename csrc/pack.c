@@ -63,6 +63,61 @@ static void gemm8_q5_0_scalar(int64_t n, float *s, int64_t s_stride, const void 
     }
 }
 
+/* ---- Q4_K ------------------------------------------------------------------ */
+
+static void pack_q4_K(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        block_q4_Kx8 *p = (block_q4_Kx8 *)dst + b;
+        memset(p->sm, 0, sizeof p->sm);
+        memset(p->m_lo, 0, sizeof p->m_lo);
+        for (int r = 0; r < 8; r++) {
+            const block_q4_K *x = (const block_q4_K *)(rows + r * row_bytes) + b;
+            p->d[r] = x->d;
+            p->dmin[r] = x->dmin;
+            for (int sb = 0; sb < 8; sb++) {
+                int sc, m;
+                ll_k4_scale_min(x->scales, sb, &sc, &m);
+                const int v = 16 * (sb / 2) + 2 * r + sb % 2;
+                p->sm[8 * sb + r] |= (uint8_t)sc;
+                p->sm[v] |= (uint8_t)(m >> 4 << 6);   /* beside another row's scale */
+                p->m_lo[v % 32] |= (uint8_t)((m & 0x0f) << (v < 32 ? 0 : 4));
+            }
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 8; k++) memcpy(p->qs[j][k] + 4 * r, x->qs + 32 * j + 4 * k, 4);
+        }
+    }
+}
+
+static void gemm8_q4_K_scalar(int64_t n, float *s, int64_t s_stride, const void *vx,
+                              const void *vy, size_t y_stride, int n_y) {
+    const block_q4_Kx8 *x = vx;
+    for (int a = 0; a < n_y; a++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + a * y_stride);
+        for (int r = 0; r < 8; r++) {
+            float acc = 0.0f, acc_m = 0.0f;
+            for (int64_t b = 0; b < n / QK_K; b++) {
+                const block_q4_Kx8 *p = &x[b];
+                int32_t dot = 0, mins = 0;
+                for (int sb = 0; sb < 8; sb++) {
+                    int32_t sub = 0;
+                    for (int e = 0; e < 32; e++) {
+                        const int k = e / 4, i = e % 4;
+                        const uint8_t byte = p->qs[sb / 2][k][4 * r + i];
+                        sub += (sb % 2 ? byte >> 4 : byte & 0x0f) * y[b].qs[32 * sb + e];
+                    }
+                    const int v = 16 * (sb / 2) + 2 * r + sb % 2;
+                    const int m = (p->m_lo[v % 32] >> (v < 32 ? 0 : 4) & 0x0f) | (p->sm[v] >> 6) << 4;
+                    dot += (p->sm[8 * sb + r] & 63) * sub;
+                    mins += m * (y[b].bsums[2 * sb] + y[b].bsums[2 * sb + 1]);
+                }
+                acc = fmaf((float)dot, ll_half_to_f32(p->d[r]) * y[b].d, acc);
+                acc_m = fmaf((float)mins, ll_half_to_f32(p->dmin[r]) * y[b].d, acc_m);
+            }
+            s[a * s_stride + r] = acc - acc_m;
+        }
+    }
+}
+
 /* ---- the table and the entry points ------------------------------------------ */
 
 typedef void (*pack_fn)(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb);
@@ -73,6 +128,7 @@ static const struct {
     ll_gemm8_fn scalar;
 } packed_types[] = {
     { LL_TYPE_Q5_0, LL_TYPE_Q8_0P, pack_q5_0, gemm8_q5_0_scalar },
+    { LL_TYPE_Q4_K, LL_TYPE_Q8_K, pack_q4_K, gemm8_q4_K_scalar },
 };
 #define N_PACKED (sizeof packed_types / sizeof packed_types[0])
 

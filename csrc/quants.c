@@ -51,6 +51,21 @@ void ll_vec_dot_bf16_f32(int64_t n, float *s, const void *x, const void *y) {
     *s = sum;
 }
 
+/* attention: one cache row against n_y float rows */
+#define DOT_ROWS(name, ELEM)                                                              \
+    void name(int64_t n, float *s, int64_t s_stride, const void *x, const float *y,      \
+              size_t y_stride, int n_y) {                                                \
+        for (int a = 0; a < n_y; a++) {                                                  \
+            const float *ya = (const float *)((const uint8_t *)y + a * y_stride);        \
+            float sum = 0.0f;                                                            \
+            for (int64_t i = 0; i < n; i++) sum += ELEM * ya[i];                         \
+            s[a * s_stride] = sum;                                                       \
+        }                                                                                \
+    }
+DOT_ROWS(ll_dot_rows_f32, ((const float *)x)[i])
+DOT_ROWS(ll_dot_rows_f16, ll_half_to_f32(((const ll_half *)x)[i]))
+#undef DOT_ROWS
+
 /* ---- Q8_0 ------------------------------------------------------------------ */
 
 /* round(v) as an 8-bit level, ties away from zero. When a block's largest
@@ -537,4 +552,18 @@ void ll_vec_dot_iq4_xs_q8_K(int64_t n, float *s, const void *vx, const void *vy)
         sum += ll_half_to_f32(x[b].d) * y[b].d * (float)isum;
     }
     *s = sum;
+}
+
+/* ---- the feed-forward's gated activations ------------------------------------ */
+
+void ll_glu_silu(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void ll_glu_gelu_tanh(float *gate, const float *up, int64_t n) {
+    const float sqrt_2_over_pi = 0.7978845608028654f;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = gate[i];
+        gate[i] = 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x))) * up[i];
+    }
 }

@@ -58,7 +58,23 @@ typedef struct { float d; int32_t sum; int8_t qs[QK8_0]; } block_q8_0p;
  * bit of element 4k + i. */
 typedef struct { ll_half d[8]; uint8_t qh[32]; uint8_t qs[4][32]; } block_q5_0x8;
 
+/* Block b of 8 Q4_K rows, the same 8 x 144 bytes rearranged: the scales and
+ * mins decoded from their 12-byte packing into an order the kernel spreads
+ * cheaply, and qs[j][k][4r + i] = row r's qs[32j + 4k + i] (low nibbles:
+ * element 64j + 4k + i of sub-block 2j; high: 32 further on, sub-block
+ * 2j + 1). sm[8 sb + r] = row r's 6-bit scale of sub-block sb | the top 2
+ * bits of min number v << 6, and m_lo holds the mins' low nibbles (v < 32
+ * low, else high nibble of m_lo[v % 32]), where min number v = 16 p + 2 r + h
+ * is row r's min of sub-block 2p + h. */
+typedef struct {
+    ll_half d[8], dmin[8];
+    uint8_t sm[64];
+    uint8_t m_lo[32];
+    uint8_t qs[4][8][32];
+} block_q4_Kx8;
+
 static_assert(sizeof(block_q8_0p) == 40, "block_q8_0p size");
+static_assert(sizeof(block_q4_Kx8) == 8 * 144, "block_q4_Kx8 size");
 static_assert(sizeof(block_q5_0x8) == 8 * 22, "block_q5_0x8 size");
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
@@ -178,6 +194,16 @@ extern const ll_type_traits ll_traits[LL_TYPE_COUNT];
 typedef void (*ll_gemm8_fn)(int64_t n, float *s, int64_t s_stride, const void *x,
                             const void *y, size_t y_stride, int n_y);
 
+/* Attention's dots: s[a * s_stride] = dot(row x of n elements of a KV cache
+ * type, float row a at y + a * y_stride bytes) for a = 0..n_y-1 (1..4): a
+ * key or value row read once for the query heads that share it. Each result
+ * is the same bits whatever n_y is. */
+typedef void (*ll_dot_rows_fn)(int64_t n, float *s, int64_t s_stride, const void *x,
+                               const float *y, size_t y_stride, int n_y);
+
+/* The feed-forward's gate: gate[i] = act(gate[i]) * up[i] for i < n. */
+typedef void (*ll_glu_fn)(float *gate, const float *up, int64_t n);
+
 typedef struct {
     const char *name;
     ll_vec_dot_fn vec_dot[LL_TYPE_COUNT];
@@ -186,6 +212,8 @@ typedef struct {
     ll_to_float_fn to_float[LL_TYPE_COUNT];
     ll_gemm8_fn gemm8[LL_TYPE_COUNT];             /* packed weights; NULL: not packable */
     unsigned char pack_faster[LL_TYPE_COUNT];     /* 1: gemm8 beats vec_dot4 on this ISA */
+    ll_glu_fn glu[2];                             /* by enum ll_activation */
+    ll_dot_rows_fn dot_rows[LL_TYPE_COUNT];       /* KV cache types: F32, F16 */
 } ll_kernels;
 
 /* The vec_dot type of packed weights of a type (Q5_0: Q8_0P), -1 if none. */
@@ -234,6 +262,19 @@ LL_DECLARE_TYPE(q6_K)
 LL_DECLARE_TYPE(q8_K)
 LL_DECLARE_TYPE(iq4_nl)
 LL_DECLARE_TYPE(iq4_xs)
+
+/* Q4_K / Q5_K's scale and min of sub-block j from their 12 packed bytes */
+void ll_k4_scale_min(const uint8_t s[12], int j, int *sc, int *m);
+
+/* scalar attention dots (ll_dot_rows_fn) of F32 and F16 rows */
+void ll_dot_rows_f32(int64_t n, float *s, int64_t s_stride, const void *x, const float *y,
+                     size_t y_stride, int n_y);
+void ll_dot_rows_f16(int64_t n, float *s, int64_t s_stride, const void *x, const float *y,
+                     size_t y_stride, int n_y);
+
+/* scalar gated activations: SiLU, and GELU's tanh form, times up */
+void ll_glu_silu(float *gate, const float *up, int64_t n);
+void ll_glu_gelu_tanh(float *gate, const float *up, int64_t n);
 
 /* scalar dots: weight type . activation type */
 void ll_vec_dot_f32_f32(int64_t n, float *s, const void *x, const void *y);

@@ -236,7 +236,7 @@ static void pack_k4_scales(const uint8_t sc[8], const uint8_t m[8], uint8_t s[12
     }
 }
 
-static void k4_scale_min(const uint8_t s[12], int j, int *sc, int *m) {
+void ll_k4_scale_min(const uint8_t s[12], int j, int *sc, int *m) {
     if (j < 4) {
         *sc = s[j] & 63;
         *m = s[j + 4] & 63;
@@ -440,7 +440,7 @@ static void quantize_k4_levels(const float *x, int nmax, float rmin, int nstep, 
     const float d = ll_half_to_f32(*d_out), dmin = ll_half_to_f32(*dmin_out);
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        k4_scale_min(packed, j, &sc, &m);
+        ll_k4_scale_min(packed, j, &sc, &m);
         const float dl = d * sc;
         if (dl == 0) continue; /* keep the search's levels */
         const float ml = dmin * m;
@@ -455,7 +455,7 @@ static void dequantize_k4_block(const int8_t q[QK_K], const uint8_t packed[12], 
     const float d = ll_half_to_f32(d16), dmin = ll_half_to_f32(dmin16);
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        k4_scale_min(packed, j, &sc, &m);
+        ll_k4_scale_min(packed, j, &sc, &m);
         const float dl = d * sc, ml = dmin * m;
         for (int i = 0; i < 32; i++) y[32 * j + i] = dl * q[32 * j + i] - ml;
     }
@@ -467,7 +467,7 @@ static float dot_k4_block(const int8_t q[QK_K], const uint8_t packed[12], ll_hal
     int32_t isum = 0, msum = 0;
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        k4_scale_min(packed, j, &sc, &m);
+        ll_k4_scale_min(packed, j, &sc, &m);
         isum += sc * dot_i8(q + 32 * j, y->qs + 32 * j, 32);
         msum += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
     }

@@ -149,6 +149,16 @@ int ll_vec_dot(int wtype, int64_t n, const void *w, size_t w_bytes,
     return LL_OK;
 }
 
+int ll_glu(int activation, float *gate, const float *up, int64_t n) {
+    if (activation != LL_ACT_SILU && activation != LL_ACT_GELU_TANH)
+        return ll_error(LL_ERR_ARG, "unknown activation %d", activation);
+    if (n < 0 || (n > 0 && (!gate || !up)))
+        return ll_error(LL_ERR_ARG, "a gated activation of %lld values needs both rows",
+                        (long long)n);
+    ll_active->glu[activation](gate, up, n);
+    return LL_OK;
+}
+
 /* ---- ISA selection ----------------------------------------------------------- */
 
 static ll_kernels k_scalar, k_avx2, k_avxvnni, k_avx512, k_neon;
@@ -169,6 +179,10 @@ static void fill_scalar(ll_kernels *k, const char *name) {
     k->quantize_act[LL_TYPE_Q8_K] = ll_traits[LL_TYPE_Q8_K].from_float;
     k->quantize_act[LL_TYPE_Q8_0P] = ll_traits[LL_TYPE_Q8_0P].from_float;
     ll_fill_packed_scalar(k);
+    k->glu[LL_ACT_SILU] = ll_glu_silu;
+    k->glu[LL_ACT_GELU_TANH] = ll_glu_gelu_tanh;
+    k->dot_rows[LL_TYPE_F32] = ll_dot_rows_f32;
+    k->dot_rows[LL_TYPE_F16] = ll_dot_rows_f16;
 }
 
 static int cpu_has_avx2(void) {

@@ -328,7 +328,7 @@ def test_real_greedy_continuation_equals_llama_cpp(real_model, name):
 # ---- packed weights -----------------------------------------------------------------------
 
 def test_packed_weights_read_or_mapped_give_the_same_logits(model_file):
-    """Where the kernels run Q5_0 faster packed, the model packs its Q5_0
+    """Where the kernels run Q5_0 and Q4_K faster packed, the model packs those
     matrices (not token_embd, whose rows are looked up), in the memory the
     weights were read into or, with use_mmap, in memory of its own; the
     logits are the same bits either way, and close to unpacked ones."""
@@ -338,9 +338,10 @@ def test_packed_weights_read_or_mapped_give_the_same_logits(model_file):
         pytest.skip(f"the {isa} kernels do not pack Q5_0")
     with Model(path, n_ctx=32) as read, Model(path, n_ctx=32, use_mmap=True) as mapped:
         assert read._packed_names == mapped._packed_names
-        assert read._packed_names and all(
-            read.reader.tensors[n].type == quants.GGMLType.Q5_0 for n in read._packed_names)
-        assert "token_embd.weight" not in read._packed_names
+        packable = {quants.GGMLType.Q5_0, quants.GGMLType.Q4_K}
+        assert read._packed_names == {
+            name for name, t in read.reader.tensors.items()
+            if t.type in packable and name != "token_embd.weight" and len(t.shape) == 2}
         assert mapped._weights is None and mapped._packed_copy is not None
         packed = read.eval(TOKENS, all_logits=True)
         assert np.array_equal(mapped.eval(TOKENS, all_logits=True), packed)

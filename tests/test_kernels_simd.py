@@ -337,7 +337,7 @@ def test_matmul_matches_scalar_and_thread_count(isa, wt, n, data):
 
 # ---- packed weights ----------------------------------------------------------------------
 
-PACKED_TYPES = [T.Q5_0]
+PACKED_TYPES = [T.Q5_0, T.Q4_K]
 ALL_ISAS = ["scalar"] + SIMD_ISAS
 
 
@@ -420,3 +420,52 @@ def test_packed_rows_are_the_same_weights_rearranged():
                 bits = int.from_bytes(orig[2:6].tobytes(), "little")
                 for e in range(32):
                     assert (qh[4 * r + e % 4] >> (e // 4)) & 1 == (bits >> e) & 1
+
+
+# ---- the feed-forward's gated activations --------------------------------------------------
+
+def glu(activation: int, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    out = gate.copy()
+    _native.check(lib.ll_glu(activation, _native.ptr(out, "float *"), _native.ptr(up, "float *"),
+                             out.size))
+    return out
+
+
+def glu_model(activation: int, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    x = gate.astype(np.float64)
+    if activation == lib.LL_ACT_SILU:
+        with np.errstate(over="ignore"):   # e^-x is inf for x < -709: the limit, 0, is right
+            act = x / (1 + np.exp(-x))
+    else:
+        act = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return act * up
+
+
+@pytest.mark.parametrize("activation", ["LL_ACT_SILU", "LL_ACT_GELU_TANH"])
+@pytest.mark.parametrize("glu_isa", ALL_ISAS)
+@SETTINGS
+@given(data=st.data())
+def test_gated_activations_match_float64(glu_isa, activation, data):
+    act = getattr(lib, activation)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n = data.draw(st.integers(0, 40))
+    gate = (rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 2, n)).astype(np.float32)
+    gate[rng.random(n) < 0.1] = rng.choice([0.0, -0.0, 88.0, -88.0, 1e4, -1e4, 200.0, -200.0])
+    up = rng.standard_normal(n).astype(np.float32)
+    before = _native.get_isa()
+    try:
+        got = on(glu_isa, glu, act, gate, up)
+    finally:
+        _native.set_isa(before)
+    want = glu_model(act, gate, up)
+    # a few ulp of the result, or of |x * up| where the activation nearly cancels
+    tol = 4e-7 * np.abs(want) + 1e-7 * np.abs(gate.astype(np.float64) * up) + 1e-37
+    assert np.all(np.abs(got - want) <= tol), (gate, got, want)
+
+
+def test_a_gated_activation_refuses_bad_arguments():
+    x = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="unknown activation 7"):
+        _native.check(lib.ll_glu(7, _native.ptr(x, "float *"), _native.ptr(x, "float *"), 4))
+    with pytest.raises(ValueError, match="needs both rows"):
+        _native.check(lib.ll_glu(0, ffi.NULL, ffi.NULL, 4))
