@@ -281,6 +281,17 @@ static void quantize_q8_0p(const float *x, void *vy, int64_t n) {
     }
 }
 
+/* Q8_1's block with d and s as float32 */
+static void quantize_q8_1p(const float *x, void *vy, int64_t n) {
+    block_q8_1p *y = vy;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
+        const float d = quantize_block_32(x + b * QK8_1, y[b].qs);
+        const int sum = hsum_epi32(widen_pairs(mul_u8_i8(_mm256_set1_epi8(1), load256(y[b].qs))));
+        y[b].d = h2f(ll_f32_to_half(d));
+        y[b].s = h2f(ll_f32_to_half((float)sum * d));
+    }
+}
+
 /* ggml's nearest_int: adding 1.5 * 2^23 rounds to an integer (ties to even)
  * in the low mantissa bits, which are then read back as the integer. */
 static inline __m256i nearest_int_epi32(__m256 v) {
@@ -677,6 +688,51 @@ static void gemm8_q5_0(int64_t n, float *s, int64_t s_stride, const void *x, con
     case 2: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 2); break;
     case 3: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 3); break;
     default: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 4); break;
+    }
+}
+
+/* Packed Q4_1 against n_y (1..4) Q8_1P rows: the eight products of at most
+ * 2 * 15 * 127 per row add up in int16, then pack.c's float steps. */
+static inline __attribute__((always_inline)) void gemm8_q4_1_n(
+        int64_t n, float *s, int64_t s_stride, const void *vx, const void *vy,
+        size_t y_stride, const int n_y) {
+    const block_q4_1x8 *x = vx;
+    const block_q8_1p *y[4];
+    __m256 acc[4], acc_m[4];
+    for (int a = 0; a < n_y; a++) {
+        y[a] = (const block_q8_1p *)((const uint8_t *)vy + a * y_stride);
+        acc[a] = acc_m[a] = _mm256_setzero_ps();
+    }
+    const __m256i ones = _mm256_set1_epi16(1), m15 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < n / QK4_1; b++) {
+        prefetch_span(&x[b], sizeof x[b]);
+        __m256i w[8];
+        for (int j = 0; j < 4; j++) {
+            const __m256i q = load256(x[b].qs[j]);
+            w[j] = _mm256_and_si256(q, m15);
+            w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m15);
+        }
+        const __m256 dw = _mm256_cvtph_ps(load128(x[b].d)), mw = _mm256_cvtph_ps(load128(x[b].m));
+        for (int a = 0; a < n_y; a++) {
+            const block_q8_1p *yb = &y[a][b];
+            __m256i p = _mm256_maddubs_epi16(w[0], bcast4(yb->qs));
+            for (int k = 1; k < 8; k++)
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[k], bcast4(yb->qs + 4 * k)));
+            const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            acc[a] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(yb->d)), acc[a]);
+            acc_m[a] = _mm256_fmadd_ps(mw, _mm256_set1_ps(yb->s), acc_m[a]);
+        }
+    }
+    for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, _mm256_add_ps(acc[a], acc_m[a]));
+}
+
+static void gemm8_q4_1(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
+                       size_t y_stride, int n_y) {
+    switch (n_y) {
+    case 1: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 1); break;
+    case 2: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 2); break;
+    case 3: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 3); break;
+    default: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 4); break;
     }
 }
 
@@ -1272,6 +1328,7 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
     k->quantize_act[LL_TYPE_Q8_1] = quantize_q8_1;
     k->quantize_act[LL_TYPE_Q8_K] = quantize_q8_K;
     k->quantize_act[LL_TYPE_Q8_0P] = quantize_q8_0p;
+    k->quantize_act[LL_TYPE_Q8_1P] = quantize_q8_1p;
 
     k->vec_dot[LL_TYPE_F32] = dot_f32;
     k->vec_dot[LL_TYPE_F16] = dot_f16;
@@ -1305,6 +1362,8 @@ void ll_kernels_fill_avx2(ll_kernels *k) {
 
     k->gemm8[LL_TYPE_Q5_0] = gemm8_q5_0;
     k->pack_faster[LL_TYPE_Q5_0] = 1;
+    k->gemm8[LL_TYPE_Q4_1] = gemm8_q4_1;
+    k->pack_faster[LL_TYPE_Q4_1] = 1;
     k->gemm8[LL_TYPE_Q4_K] = gemm8_q4_K;
     k->pack_faster[LL_TYPE_Q4_K] = 1;
 

@@ -42,8 +42,10 @@ enum ll_type {
     LL_TYPE_IQ4_NL = 20,
     LL_TYPE_IQ4_XS = 23,
     LL_TYPE_BF16 = 30,
-    /* not a GGUF type: the activations of packed Q5_0 weights (Q8_0's
-     * quants, the scale as float32, the block's integer sum) */
+    /* not GGUF types: the activations of packed weights, Q8_0's and Q8_1's
+     * quants with their float16 fields as float32 (and Q8_0P with the
+     * block's integer sum): Q5_0 reads Q8_0P, Q4_1 reads Q8_1P */
+    LL_TYPE_Q8_1P = 46,
     LL_TYPE_Q8_0P = 47,
     LL_TYPE_COUNT = 48
 };

@@ -21,18 +21,24 @@
 
 /* ---- Q5_0 ------------------------------------------------------------------ */
 
+/* bits 0, 4, 8, .., 28 of x as bits 0..7: pairs, then fours, then all eight */
+static uint8_t every_fourth_bit(uint32_t x) {
+    x &= 0x11111111u;
+    x = (x | x >> 3) & 0x03030303u;
+    x = (x | x >> 6) & 0x000f000fu;
+    return (uint8_t)(x | x >> 12);
+}
+
 static void pack_q5_0(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
         block_q5_0x8 *p = (block_q5_0x8 *)dst + b;
-        memset(p->qh, 0, sizeof p->qh);
         for (int r = 0; r < 8; r++) {
             const block_q5_0 *x = (const block_q5_0 *)(rows + r * row_bytes) + b;
             uint32_t qh;
             memcpy(&qh, x->qh, 4);
             p->d[r] = x->d;
             for (int j = 0; j < 4; j++) memcpy(&p->qs[j][4 * r], &x->qs[4 * j], 4);
-            for (int e = 0; e < QK5_0; e++)
-                p->qh[4 * r + e % 4] |= (uint8_t)(((qh >> e) & 1) << (e / 4));
+            for (int i = 0; i < 4; i++) p->qh[4 * r + i] = every_fourth_bit(qh >> i);
         }
     }
 }
@@ -59,6 +65,42 @@ static void gemm8_q5_0_scalar(int64_t n, float *s, int64_t s_stride, const void 
                 acc = fmaf((float)dot, ll_half_to_f32(x[b].d[r]) * y[b].d, acc);
             }
             s[a * s_stride + r] = acc;
+        }
+    }
+}
+
+/* ---- Q4_1 ------------------------------------------------------------------ */
+
+static void pack_q4_1(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        block_q4_1x8 *p = (block_q4_1x8 *)dst + b;
+        for (int r = 0; r < 8; r++) {
+            const block_q4_1 *x = (const block_q4_1 *)(rows + r * row_bytes) + b;
+            p->d[r] = x->d;
+            p->m[r] = x->m;
+            for (int j = 0; j < 4; j++) memcpy(&p->qs[j][4 * r], &x->qs[4 * j], 4);
+        }
+    }
+}
+
+/* w = d * q + m: d * d_y * sum(q * y), then m * s_y, each in its own accumulator */
+static void gemm8_q4_1_scalar(int64_t n, float *s, int64_t s_stride, const void *vx,
+                              const void *vy, size_t y_stride, int n_y) {
+    const block_q4_1x8 *x = vx;
+    for (int a = 0; a < n_y; a++) {
+        const block_q8_1p *y = (const block_q8_1p *)((const uint8_t *)vy + a * y_stride);
+        for (int r = 0; r < 8; r++) {
+            float acc = 0.0f, acc_m = 0.0f;
+            for (int64_t b = 0; b < n / QK4_1; b++) {
+                int32_t dot = 0;
+                for (int e = 0; e < QK4_1; e++) {
+                    const uint8_t byte = x[b].qs[e / 4 % 4][4 * r + e % 4];
+                    dot += (e < 16 ? byte & 0x0f : byte >> 4) * y[b].qs[e];
+                }
+                acc = fmaf((float)dot, ll_half_to_f32(x[b].d[r]) * y[b].d, acc);
+                acc_m = fmaf(ll_half_to_f32(x[b].m[r]), y[b].s, acc_m);
+            }
+            s[a * s_stride + r] = acc + acc_m;
         }
     }
 }
@@ -129,6 +171,7 @@ static const struct {
 } packed_types[] = {
     { LL_TYPE_Q5_0, LL_TYPE_Q8_0P, pack_q5_0, gemm8_q5_0_scalar },
     { LL_TYPE_Q4_K, LL_TYPE_Q8_K, pack_q4_K, gemm8_q4_K_scalar },
+    { LL_TYPE_Q4_1, LL_TYPE_Q8_1P, pack_q4_1, gemm8_q4_1_scalar },
 };
 #define N_PACKED (sizeof packed_types / sizeof packed_types[0])
 

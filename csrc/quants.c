@@ -380,6 +380,25 @@ void ll_dequantize_row_q8_0p(const void *vx, float *y, int64_t n) {
         for (int j = 0; j < QK8_0; j++) y[b * QK8_0 + j] = x[b].qs[j] * x[b].d;
 }
 
+/* ---- Q8_1P: the activation type of packed Q4_1 ------------------------------ */
+
+void ll_quantize_row_q8_1p_ref(const float *x, void *vy, int64_t n) {
+    block_q8_1p *y = vy;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
+        block_q8_1 q;
+        ll_quantize_row_q8_1_ref(x + b * QK8_1, &q, QK8_1);
+        y[b].d = ll_half_to_f32(q.d);
+        y[b].s = ll_half_to_f32(q.s);
+        memcpy(y[b].qs, q.qs, QK8_1);
+    }
+}
+
+void ll_dequantize_row_q8_1p(const void *vx, float *y, int64_t n) {
+    const block_q8_1p *x = vx;
+    for (int64_t b = 0; b < n / QK8_1; b++)
+        for (int j = 0; j < QK8_1; j++) y[b * QK8_1 + j] = x[b].qs[j] * x[b].d;
+}
+
 /* ---- IQ4_NL and IQ4_XS: 4-bit indices into 16 non-uniform levels ------------ */
 
 const int8_t ll_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

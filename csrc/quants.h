@@ -50,6 +50,8 @@ typedef struct { ll_half d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint
 /* Q8_0's quants with what the packed kernels need per block ready: the scale
  * as float32 (the value of Q8_0's float16 scale, exactly) and sum(qs). */
 typedef struct { float d; int32_t sum; int8_t qs[QK8_0]; } block_q8_0p;
+/* Q8_1's block with d and s (= d * sum(qs), before d is rounded) as float32 */
+typedef struct { float d; float s; int8_t qs[QK8_1]; } block_q8_1p;
 
 /* Block b of 8 Q5_0 rows: the same 8 x 22 bytes, rearranged so that one
  * 32-byte load holds 4 consecutive elements of each row. d[r] is row r's
@@ -73,7 +75,13 @@ typedef struct {
     uint8_t qs[4][8][32];
 } block_q4_Kx8;
 
+/* Block b of 8 Q4_1 rows, the same 8 x 20 bytes rearranged: d[r] and m[r]
+ * are row r's, qs as block_q5_0x8's */
+typedef struct { ll_half d[8]; ll_half m[8]; uint8_t qs[4][32]; } block_q4_1x8;
+
 static_assert(sizeof(block_q8_0p) == 40, "block_q8_0p size");
+static_assert(sizeof(block_q8_1p) == 40, "block_q8_1p size");
+static_assert(sizeof(block_q4_1x8) == 8 * 20, "block_q4_1x8 size");
 static_assert(sizeof(block_q4_Kx8) == 8 * 144, "block_q4_Kx8 size");
 static_assert(sizeof(block_q5_0x8) == 8 * 22, "block_q5_0x8 size");
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
@@ -254,6 +262,7 @@ LL_DECLARE_TYPE(q5_1)
 LL_DECLARE_TYPE(q8_0)
 LL_DECLARE_TYPE(q8_1)
 LL_DECLARE_TYPE(q8_0p)
+LL_DECLARE_TYPE(q8_1p)
 LL_DECLARE_TYPE(q2_K)
 LL_DECLARE_TYPE(q3_K)
 LL_DECLARE_TYPE(q4_K)

@@ -38,6 +38,7 @@ const ll_type_traits ll_traits[LL_TYPE_COUNT] = {
     T(LL_TYPE_F16, "F16", 1, 2, LL_TYPE_F32, f16, ll_vec_dot_f16_f32),
     T(LL_TYPE_BF16, "BF16", 1, 2, LL_TYPE_F32, bf16, ll_vec_dot_bf16_f32),
     T(LL_TYPE_Q8_0P, "Q8_0P", QK8_0, sizeof(block_q8_0p), LL_TYPE_Q8_0P, q8_0p, NULL),
+    T(LL_TYPE_Q8_1P, "Q8_1P", QK8_1, sizeof(block_q8_1p), LL_TYPE_Q8_1P, q8_1p, NULL),
     T(LL_TYPE_Q4_0, "Q4_0", QK4_0, sizeof(block_q4_0), LL_TYPE_Q8_0, q4_0, ll_vec_dot_q4_0_q8_0),
     T(LL_TYPE_Q4_1, "Q4_1", QK4_1, sizeof(block_q4_1), LL_TYPE_Q8_1, q4_1, ll_vec_dot_q4_1_q8_1),
     T(LL_TYPE_Q5_0, "Q5_0", QK5_0, sizeof(block_q5_0), LL_TYPE_Q8_0, q5_0, ll_vec_dot_q5_0_q8_0),
@@ -178,6 +179,7 @@ static void fill_scalar(ll_kernels *k, const char *name) {
     k->quantize_act[LL_TYPE_Q8_1] = ll_traits[LL_TYPE_Q8_1].from_float;
     k->quantize_act[LL_TYPE_Q8_K] = ll_traits[LL_TYPE_Q8_K].from_float;
     k->quantize_act[LL_TYPE_Q8_0P] = ll_traits[LL_TYPE_Q8_0P].from_float;
+    k->quantize_act[LL_TYPE_Q8_1P] = ll_traits[LL_TYPE_Q8_1P].from_float;
     ll_fill_packed_scalar(k);
     k->glu[LL_ACT_SILU] = ll_glu_silu;
     k->glu[LL_ACT_GELU_TANH] = ll_glu_gelu_tanh;

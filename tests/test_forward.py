@@ -338,7 +338,7 @@ def test_packed_weights_read_or_mapped_give_the_same_logits(model_file):
         pytest.skip(f"the {isa} kernels do not pack Q5_0")
     with Model(path, n_ctx=32) as read, Model(path, n_ctx=32, use_mmap=True) as mapped:
         assert read._packed_names == mapped._packed_names
-        packable = {quants.GGMLType.Q5_0, quants.GGMLType.Q4_K}
+        packable = {quants.GGMLType.Q4_1, quants.GGMLType.Q5_0, quants.GGMLType.Q4_K}
         assert read._packed_names == {
             name for name, t in read.reader.tensors.items()
             if t.type in packable and name != "token_embd.weight" and len(t.shape) == 2}

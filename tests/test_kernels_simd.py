@@ -337,7 +337,7 @@ def test_matmul_matches_scalar_and_thread_count(isa, wt, n, data):
 
 # ---- packed weights ----------------------------------------------------------------------
 
-PACKED_TYPES = [T.Q5_0, T.Q4_K]
+PACKED_TYPES = [T.Q4_1, T.Q5_0, T.Q4_K]
 ALL_ISAS = ["scalar"] + SIMD_ISAS
 
 
