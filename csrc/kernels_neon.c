@@ -191,6 +191,43 @@ static void vec_dot_f16(int64_t n, float *s, const void *vx, const void *vy) {
     *s = sum;
 }
 
+/* Attention's dots (ll_dot_rows_fn): each 16 elements of the cache row are
+ * loaded (and converted) once for the n_y query rows, four accumulators per
+ * row, then the scalar tail: the same operations for a row whatever n_y is. */
+static inline float32x4_t f32_at(const void *x, int64_t i) { return vld1q_f32((const float *)x + i); }
+static inline float32x4_t f16_at(const void *x, int64_t i) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const ll_half *)x + i)));
+}
+static inline float f32_elem(const void *x, int64_t i) { return ((const float *)x)[i]; }
+static inline float f16_elem(const void *x, int64_t i) { return half_to_f32(((const ll_half *)x)[i]); }
+
+#define DOT_ROWS(name, AT, ELEM)                                                           \
+    static void name(int64_t n, float *s, int64_t s_stride, const void *x, const float *y, \
+                     size_t y_stride, int n_y) {                                           \
+        const float *ya[4];                                                                \
+        float32x4_t acc[4][4];                                                             \
+        for (int a = 0; a < n_y; a++) {                                                    \
+            ya[a] = (const float *)((const uint8_t *)y + a * y_stride);                    \
+            for (int k = 0; k < 4; k++) acc[a][k] = vdupq_n_f32(0.0f);                     \
+        }                                                                                  \
+        int64_t i = 0;                                                                     \
+        for (; i + 16 <= n; i += 16) {                                                     \
+            const float32x4_t v[4] = {AT(x, i), AT(x, i + 4), AT(x, i + 8), AT(x, i + 12)}; \
+            for (int a = 0; a < n_y; a++)                                                  \
+                for (int k = 0; k < 4; k++)                                                \
+                    acc[a][k] = vfmaq_f32(acc[a][k], v[k], vld1q_f32(ya[a] + i + 4 * k));  \
+        }                                                                                  \
+        for (int a = 0; a < n_y; a++) {                                                    \
+            float sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[a][0], acc[a][1]),              \
+                                             vaddq_f32(acc[a][2], acc[a][3])));            \
+            for (int64_t t = i; t < n; t++) sum += ELEM(x, t) * ya[a][t];                  \
+            s[a * s_stride] = sum;                                                         \
+        }                                                                                  \
+    }
+DOT_ROWS(dot_rows_f32, f32_at, f32_elem)
+DOT_ROWS(dot_rows_f16, f16_at, f16_elem)
+#undef DOT_ROWS
+
 /* bfloat16 -> float is a 16-bit shift: exact */
 static inline float32x4_t bf16_low(uint16x8_t h) { return vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)); }
 static inline float32x4_t bf16_high(uint16x8_t h) { return vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)); }
@@ -603,6 +640,8 @@ void ll_kernels_fill_neon(ll_kernels *k) {
     k->vec_dot[LL_TYPE_F32] = vec_dot_f32;
     k->vec_dot[LL_TYPE_F16] = vec_dot_f16;
     k->vec_dot[LL_TYPE_BF16] = vec_dot_bf16;
+    k->dot_rows[LL_TYPE_F32] = dot_rows_f32;
+    k->dot_rows[LL_TYPE_F16] = dot_rows_f16;
     fill_int_dots_neon(k);
 #if LL_DOTPROD_KERNELS
     dotprod_in_use = cpu_has_dotprod();

@@ -15,7 +15,9 @@
  * from memory, each weight row read once. For many rows (a prompt), the
  * integer dots: X is taken in groups of rows that fit L1, each group against
  * the thread's weight rows, and the 4-row dots unpack each weight block once
- * for four rows of X. */
+ * for four rows of X. Packed weights (pack.c: groups of 8 interleaved rows)
+ * are the faster form of both: a unit of work is then a group of 8 rows, and
+ * its kernel multiplies each block with up to four rows of X. */
 #include "matmul.h"
 #include "quants.h"
 #include "threads.h"

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 DRIVER = ROOT / "tests" / "neon" / "neon_check.c"
-SOURCES = ["types.c", "quants.c", "quants_k.c", "threads.c", "matmul.c", "kernels_neon.c"]
+SOURCES = ["types.c", "quants.c", "quants_k.c", "threads.c", "matmul.c", "pack.c", "kernels_neon.c"]
 CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 

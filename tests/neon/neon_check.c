@@ -12,6 +12,8 @@
  *   to_float      every type's floats equal to the bit
  *   matmul        n = 1 and 3, 1 and 2 threads: within 1e-6 of scalar, equal
  *                 to NEON's own vec_dot, and the same for any thread count
+ *   dot_rows      attention's F32 / F16 dots: 1..4 rows at once equal each
+ *                 row alone, within 1e-6 of scalar
  * One line per check; exit status 1 when any fails. */
 #include <math.h>
 #include <stdarg.h>
@@ -295,6 +297,45 @@ static void check_vec_dot(const wtype *t, int64_t n, int quantized) {
     free(x);
 }
 
+/* Attention's dots: a cache row (F32 or F16) against 1..4 float rows at once
+ * gives each row the bits it gets alone, within 1e-6 of the scalar sum. */
+static void check_dot_rows(int type, int64_t n) {
+    const size_t elt = type == LL_TYPE_F16 ? 2 : 4;
+    uint8_t *row = malloc((size_t)n * elt);
+    float *y = malloc((size_t)(4 * n) * sizeof(float)), *f = malloc((size_t)n * sizeof(float));
+    fill_activations(f, n, ACT_NORMAL);
+    for (int64_t i = 0; i < n; i++) {
+        if (type == LL_TYPE_F16) ((ll_half *)row)[i] = ll_f32_to_half(f[i]);
+        else ((float *)row)[i] = f[i];
+    }
+    for (int a = 0; a < 4; a++) fill_activations(y + a * n, n, a % 2 ? ACT_TIES : ACT_NORMAL);
+    int bad = 0;
+    for (int n_y = 1; n_y <= 4; n_y++) {
+        float together[4], alone, ref;
+        set_isa("neon");
+        ll_active->dot_rows[type](n, together, 1, row, y, (size_t)n * sizeof(float), n_y);
+        for (int a = 0; a < n_y; a++) {
+            ll_active->dot_rows[type](n, &alone, 1, row, y + a * n, 0, 1);
+            set_isa("scalar");
+            ll_active->dot_rows[type](n, &ref, 1, row, y + a * n, 0, 1);
+            set_isa("neon");
+            double mag = 0.0;
+            for (int64_t i = 0; i < n; i++) {
+                const float v = type == LL_TYPE_F16 ? ll_half_to_f32(((ll_half *)row)[i])
+                                                    : ((float *)row)[i];
+                mag += fabs((double)v * y[a * n + i]);
+            }
+            if (memcmp(&alone, &together[a], sizeof alone) || fabs((double)alone - ref) > 1e-6 * mag)
+                bad++;
+        }
+    }
+    report(!bad, "dot_rows %s n=%lld: 1..4 rows at once equal to each alone, close to scalar",
+           type == LL_TYPE_F16 ? "F16" : "F32", (long long)n);
+    free(row);
+    free(y);
+    free(f);
+}
+
 static void check_to_float(const wtype *t, int64_t n) {
     size_t wb = bytes_of(t->type, n);
     uint8_t *w = malloc(wb);
@@ -395,6 +436,11 @@ int main(int argc, char **argv) {
             check_vec_dot(t, 1024, 1);
         }
         check_to_float(t, t->type == LL_TYPE_F16 ? 65536 : bs == 1 ? 1003 : 1024);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        check_dot_rows(i ? LL_TYPE_F16 : LL_TYPE_F32, 256);
+        check_dot_rows(i ? LL_TYPE_F16 : LL_TYPE_F32, 83);
     }
 
     ll_pool *pools[2] = {ll_pool_new(1), ll_pool_new(2)};
