@@ -169,7 +169,8 @@ class Llama:
         are read into huge-page memory at load, which generates about a third
         faster than streaming them through the file mapping's 4 KiB pages;
         use_mmap=True uses the mapping (pages loaded lazily and shared between
-        processes). n_ctx 0 means the model's training context; n_threads None the
+        processes), except for the matrices packed for the prompt kernels,
+        which are copied out of it as llama.cpp's repacked ones are. n_ctx 0 means the model's training context; n_threads None the
         physical cores; seed -1 (or LLAMA_DEFAULT_SEED) a random seed.
         embedding=True enables embed()/create_embedding(); logits_all=True
         keeps every evaluated token's logits in `scores`.

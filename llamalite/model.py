@@ -365,7 +365,9 @@ class Model:
     huge-page memory (read_tensor_data; `weights`, a WeightsReader of the same
     reader, when the caller started that read), or with use_mmap used in place
     in the file's mapping (nothing read until touched, pages shared with other
-    processes, generation slower). n_ctx None or 0 means the model's training
+    processes, generation slower; the matrices that the kernels run packed are
+    copied out of it). Matrices are packed where the kernels prefer it
+    (`_packed_names`). n_ctx None or 0 means the model's training
     context; n_batch is clamped to n_ctx; n_threads None means the physical
     cores; kv_type is "F16" (default, as llama.cpp) or "F32".
     """
