@@ -254,7 +254,8 @@ class _Header:
 class GGUFReader:
     """A GGUF file (version 2 or 3), mapped read-only and validated.
 
-    `metadata` maps each key to a plain Python value (arrays as lists);
+    `file_size` is the file's length in bytes, `data_offset` where the tensor
+    data starts. `metadata` maps each key to a plain Python value (arrays as lists);
     `value_types` maps it to its GGUFValueType (for arrays: the element type,
     for nested arrays the innermost one). `tensors` maps names to GGUFTensor in
     file order; their `data` are views of the one mapping, so nothing is read
@@ -270,6 +271,7 @@ class GGUFReader:
             if os.fstat(f.fileno()).st_size == 0:
                 raise GGUFError(f"{self.path}: magic at byte 0: the file is empty")
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file_size = len(self._mm)
         try:
             self._parse(_Header(self._mm, self.path))
         except BaseException:

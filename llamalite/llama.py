@@ -200,11 +200,15 @@ class Llama:
                                        f"it a catalogue model: {', '.join(models.CATALOG)})")
         path = models.resolve(model_path)
         self.model_path = str(path)
-        self._reader = reader = GGUFReader(path)
-        weights = None
+        # the weights are read while the file is parsed and the tokenizer built
+        weights = WeightsReader(path) if not vocab_only and not use_mmap else None
         try:
-            if not vocab_only and not use_mmap:   # read while the tokenizer is built
-                weights = WeightsReader(reader)
+            self._reader = reader = GGUFReader(path)
+        except BaseException:
+            if weights is not None:
+                weights.cancel()
+            raise
+        try:
             self.metadata: Dict[str, str] = _metadata_strings(reader)
             self._tokenizer = Tokenizer.from_metadata(reader.metadata)
             self._arch = str(reader.metadata.get("general.architecture", ""))
@@ -218,10 +222,7 @@ class Llama:
                                     kv_type=kv_type, use_mmap=use_mmap, weights=weights)
         except BaseException:
             if weights is not None:
-                try:
-                    weights.result()   # no read left filling memory behind a failed load
-                except BaseException:
-                    pass
+                weights.cancel()   # no read left filling memory behind a failed load
             self.close()
             raise
         self._n_ctx = n_ctx

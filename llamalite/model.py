@@ -25,7 +25,7 @@ import numpy as np
 
 from ._native import ffi, lib, check, last_error
 from .errors import ContextOverflowError, GGUFError, UnsupportedModelError
-from .gguf import GGUFReader, GGUFTensor
+from .gguf import MAGIC, GGUFReader, GGUFTensor
 from .quants import SUPPORTED, GGMLType
 from .threads import get_pool
 
@@ -271,55 +271,98 @@ def huge_page_memory(size: int) -> tuple[mmap.mmap, np.ndarray]:
     return mem, whole[start:start + size]
 
 
-def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:
-    """The file's tensor data (from the first tensor's byte to the end of the
-    file) read into anonymous memory that asks for 2 MiB pages, as (the
-    memory, a uint8 view of the data whose byte 0 is file byte
-    reader.data_offset), or None when the file holds no tensor bytes.
+#: Bytes read per call: a cancelled read stops within one of these.
+_READ_CHUNK = 64 << 20
 
-    Why: generating a token streams every weight once, and over a file
-    mapping's 4 KiB pages the TLB misses cost a third of that speed here
+
+class _Cancelled(Exception):
+    pass
+
+
+def read_file(path: str | os.PathLike, cancel: threading.Event | None = None):
+    """The whole file read into anonymous memory that asks for 2 MiB pages:
+    (the memory, a uint8 view of the file's bytes). Stops with _Cancelled
+    once `cancel` is set; a file that does not start with GGUF's magic is
+    not read past it (GGUFReader says what is wrong with it)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(4) != MAGIC:
+            return None
+        mem, data = huge_page_memory(max(size, 1))
+        data[:4] = np.frombuffer(MAGIC, np.uint8)
+        view, done = memoryview(data), 4
+        while done < size:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
+            n = f.readinto(view[done:min(size, done + _READ_CHUNK)])
+            if not n:
+                raise GGUFError(f"{path}: the file shrank while it was being read")
+            done += n
+    return mem, data[:size]
+
+
+def tensor_data(read, reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:
+    """From read_file's value for reader's file: (the memory, a uint8 view of
+    the tensor data whose byte 0 is file byte reader.data_offset), or None when
+    the file holds no tensor bytes. The whole 2 MiB pages before the tensor
+    data (the metadata) are given back.
+
+    Why read at all: generating a token streams every weight once, and over a
+    file mapping's 4 KiB pages the TLB misses cost a third of that speed here
     (a Q8_0 GEMV: 14.8 GB/s mapped, 20.3 GB/s from huge pages). Read, not
     copied from the mapping, so the file's pages never count twice in the
-    resident set. Costs a read of the file at load (page cache: ~0.1 s per
-    500 MB)."""
-    size = os.path.getsize(reader.path) - reader.data_offset
-    if size <= 0:
+    resident set. Costs a read of the file at load: ~0.1 s per 500 MB from
+    the page cache, several times that where fresh memory is slow to fault
+    in (a VM), which is why Llama starts it before anything else."""
+    if read is None or len(read[1]) != reader.file_size:
+        raise GGUFError(f"{reader.path}: the file changed while it was being read")
+    mem, whole = read
+    if reader.data_offset >= len(whole):
         return None
-    mem, data = huge_page_memory(size)
-    with open(reader.path, "rb") as f:
-        f.seek(reader.data_offset)
-        view, done = memoryview(data), 0
-        while done < size:
-            n = f.readinto(view[done:])
-            if not n:
-                raise GGUFError(f"{reader.path}: the file shrank while it was being read")
-            done += n
-    return mem, data
+    metadata_pages = reader.data_offset // _HUGE_PAGE * _HUGE_PAGE
+    if metadata_pages and hasattr(mmap, "MADV_DONTNEED"):
+        first = whole.ctypes.data - np.frombuffer(mem, np.uint8).ctypes.data
+        mem.madvise(mmap.MADV_DONTNEED, first, metadata_pages)
+    return mem, whole[reader.data_offset:]
+
+
+def read_tensor_data(reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:
+    """tensor_data(read_file(reader.path), reader): the tensor data read into
+    huge-page memory."""
+    return tensor_data(read_file(reader.path), reader)
 
 
 class WeightsReader:
-    """read_tensor_data(reader) on a thread of its own, so that the caller can
-    build the tokenizer meanwhile (the read releases the GIL); result() waits
-    for it and returns its value or raises its exception."""
+    """read_file(path) on a thread of its own, started before the file is
+    parsed, so that the caller can parse it and build the tokenizer meanwhile
+    (the read releases the GIL). result(reader) waits for it and returns
+    tensor_data's value, or raises the read's exception; cancel() stops it."""
 
-    def __init__(self, reader: GGUFReader):
+    def __init__(self, path: str | os.PathLike):
         self._value = self._error = None
-        self._thread = threading.Thread(target=self._run, args=(reader,), daemon=True,
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True,
                                         name="llamalite weights")
         self._thread.start()
 
-    def _run(self, reader: GGUFReader) -> None:
+    def _run(self, path) -> None:
         try:
-            self._value = read_tensor_data(reader)
+            self._value = read_file(path, self._cancel)
         except BaseException as e:   # handed to the caller by result()
             self._error = e
 
-    def result(self):
+    def cancel(self) -> None:
+        """Stop the read and drop what it read (a load that failed)."""
+        self._cancel.set()
+        self._thread.join()
+        self._value = None
+
+    def result(self, reader: GGUFReader):
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._value
+        value, self._value = self._value, None
+        return tensor_data(value, reader)
 
 
 def _shape2(t: GGUFTensor) -> tuple[int, int]:
@@ -389,7 +432,7 @@ class Model:
             self.kv_type = kv_type
             self.n_threads = lib.ll_pool_size(get_pool(n_threads))
             if weights is not None:
-                self._weights = weights.result()
+                self._weights = weights.result(self.reader)
             elif not use_mmap:
                 self._weights = read_tensor_data(self.reader)
             self._model = self._new_model()

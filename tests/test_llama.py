@@ -7,6 +7,7 @@ tests/data/embeddings/README.md."""
 import itertools
 import json
 import sys
+import threading
 import types
 import warnings
 from pathlib import Path
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 import synthetic
-from llamalite import (ContextOverflowError, GrammarError, InvalidArgumentError, Llama,
-                       LlamaliteError, LogitsProcessorList, StoppingCriteriaList,
+from llamalite import (ContextOverflowError, GGUFError, GrammarError, InvalidArgumentError,
+                       Llama, LlamaliteError, LogitsProcessorList, StoppingCriteriaList,
                        UnsupportedModelError)
+from llamalite.gguf import GGUFReader
 from llamalite.model import Model
 
 DATA = Path(__file__).parent / "data"
@@ -158,6 +160,38 @@ def test_a_catalogue_name_is_a_model_path(smollm2_path):
 def test_a_missing_model_is_a_value_error_as_in_llama_cpp_python(tmp_path):
     with pytest.raises(ValueError, match="Model path does not exist"):
         Llama(str(tmp_path / "missing.gguf"), verbose=False)
+
+
+def _weights_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "llamalite weights"]
+
+
+@pytest.mark.parametrize("head", [b"GGUF\x07\x00\x00\x00", b"GGUF\x03\x00\x00\x00\xff",
+                                  b"NOPE"])
+def test_a_bad_file_fails_at_once_and_leaves_no_read_behind(tmp_path, head):
+    """The weights are read from the start of the file while it is parsed; a
+    file that is not GGUF is not read, and a broken one stops the read."""
+    bad = tmp_path / "bad.gguf"
+    with open(bad, "wb") as f:
+        f.write(head)
+        f.truncate(512 << 20)                  # sparse: nothing on disk
+    with pytest.raises(GGUFError):
+        Llama(str(bad), verbose=False)
+    assert not _weights_threads()
+
+
+def test_the_read_of_a_file_that_changed_is_an_error(tmp_path, smollm2_path):
+    from llamalite import model as model_module
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(Path(smollm2_path).read_bytes())
+    with GGUFReader(copy) as reader:
+        read = model_module.read_file(copy)
+        with open(copy, "ab") as f:
+            f.write(b"more")
+        with pytest.raises(GGUFError, match="changed while it was being read"):
+            model_module.tensor_data(model_module.read_file(copy), reader)
+        assert model_module.tensor_data(read, reader)[1].nbytes == \
+            reader.file_size - reader.data_offset
 
 
 def test_vocab_only_tokenizes_but_cannot_evaluate(smollm2_path, smollm):
