@@ -7,7 +7,6 @@ in LLAMALITE_LIB (a path, for development builds), then beside this file
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 import sys
@@ -53,6 +52,8 @@ def _installed_library() -> str | None:
     source tree instead of the installed package when run from a checkout's
     root (the current directory comes first on sys.path): use the build that
     `pip install .` made from that same checkout."""
+    import importlib.metadata   # only here: it costs a sixtieth of a second to import
+
     try:
         dist = importlib.metadata.distribution("llamalite")
     except importlib.metadata.PackageNotFoundError:
