@@ -394,6 +394,20 @@ FLOAT_DOT(dot_f16, load8_f16, elem_f16)
 FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
 #undef FLOAT_DOT
 
+/* The kernel `name` over 1..4 rows at y (of y_t) that calls name##_n with
+ * n_y a constant, so that the compiler unrolls each count's loops over the
+ * rows (ll_dot_rows_fn, ll_gemm8_fn). */
+#define BY_ROWS(name, y_t)                                                                \
+    static void name(int64_t n, float *s, int64_t s_stride, const void *x, const y_t *y,  \
+                     size_t y_stride, int n_y) {                                          \
+        switch (n_y) {                                                                    \
+        case 1: name##_n(n, s, s_stride, x, y, y_stride, 1); break;                       \
+        case 2: name##_n(n, s, s_stride, x, y, y_stride, 2); break;                       \
+        case 3: name##_n(n, s, s_stride, x, y, y_stride, 3); break;                       \
+        default: name##_n(n, s, s_stride, x, y, y_stride, 4); break;                      \
+        }                                                                                 \
+    }
+
 /* Attention's dots (ll_dot_rows_fn): each cache row's 8-element chunk is
  * loaded (and converted) once for the n_y query rows. Per row two
  * accumulators take alternate chunks of 8, then one horizontal sum and a
@@ -428,15 +442,7 @@ FLOAT_DOT(dot_bf16, load8_bf16, elem_bf16)
             s[a * s_stride] = sum;                                                       \
         }                                                                                \
     }                                                                                    \
-    static void name(int64_t n, float *s, int64_t s_stride, const void *x, const float *y, \
-                     size_t y_stride, int n_y) {                                         \
-        switch (n_y) {                                                                   \
-        case 1: name##_n(n, s, s_stride, x, y, y_stride, 1); break;                      \
-        case 2: name##_n(n, s, s_stride, x, y, y_stride, 2); break;                      \
-        case 3: name##_n(n, s, s_stride, x, y, y_stride, 3); break;                      \
-        default: name##_n(n, s, s_stride, x, y, y_stride, 4); break;                     \
-        }                                                                                \
-    }
+    BY_ROWS(name, float)
 
 DOT_ROWS(dot_rows_f32, load8_f32, elem_f32)
 DOT_ROWS(dot_rows_f16, load8_f16, elem_f16)
@@ -681,15 +687,7 @@ static inline __attribute__((always_inline)) void gemm8_q5_0_n(
     for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, acc[a]);
 }
 
-static void gemm8_q5_0(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
-                       size_t y_stride, int n_y) {
-    switch (n_y) {
-    case 1: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 1); break;
-    case 2: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 2); break;
-    case 3: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 3); break;
-    default: gemm8_q5_0_n(n, s, s_stride, x, y, y_stride, 4); break;
-    }
-}
+BY_ROWS(gemm8_q5_0, void)
 
 /* Packed Q4_1 against n_y (1..4) Q8_1P rows: the eight products of at most
  * 2 * 15 * 127 per row add up in int16, then pack.c's float steps. */
@@ -726,15 +724,7 @@ static inline __attribute__((always_inline)) void gemm8_q4_1_n(
     for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, _mm256_add_ps(acc[a], acc_m[a]));
 }
 
-static void gemm8_q4_1(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
-                       size_t y_stride, int n_y) {
-    switch (n_y) {
-    case 1: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 1); break;
-    case 2: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 2); break;
-    case 3: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 3); break;
-    default: gemm8_q4_1_n(n, s, s_stride, x, y, y_stride, 4); break;
-    }
-}
+BY_ROWS(gemm8_q4_1, void)
 
 /* A packed Q4_K block's scales and mins, spread for the kernel below:
  * sc[sb] holds row r's scale of sub-block sb in both int16 of lane r (the
@@ -821,15 +811,7 @@ static inline __attribute__((always_inline)) void gemm8_q4_K_n(
     for (int a = 0; a < n_y; a++) _mm256_storeu_ps(s + a * s_stride, _mm256_sub_ps(acc[a], acc_m[a]));
 }
 
-static void gemm8_q4_K(int64_t n, float *s, int64_t s_stride, const void *x, const void *y,
-                       size_t y_stride, int n_y) {
-    switch (n_y) {
-    case 1: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 1); break;
-    case 2: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 2); break;
-    case 3: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 3); break;
-    default: gemm8_q4_K_n(n, s, s_stride, x, y, y_stride, 4); break;
-    }
-}
+BY_ROWS(gemm8_q4_K, void)
 
 /* ---- k-quants against Q8_K ------------------------------------------------------- */
 
