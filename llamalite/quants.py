@@ -154,7 +154,7 @@ def pack(w_raw: np.ndarray, w_type: TypeLike, rows: int | None = None) -> np.nda
     Multiply with it by `matmul(..., packed=True)`."""
     from ._native import check, lib, ptr
     t = _supported(w_type)
-    w = np.array(w_raw, dtype=np.uint8, copy=True).reshape(-1)
+    w = np.ascontiguousarray(w_raw).view(np.uint8).reshape(-1).copy()
     if rows is None:
         if np.ndim(w_raw) != 2:
             raise ValueError("a flat weight buffer needs rows=")
