@@ -203,6 +203,9 @@ int ll_pack(int type, void *data, size_t nbytes, int64_t rows, int64_t cols) {
     if (rows <= 0 || rows % 8)
         return ll_error(LL_ERR_ARG, "packing takes rows in groups of 8, got %lld rows",
                         (long long)rows);
+    if (cols <= 0)
+        return ll_error(LL_ERR_ARG, "packing needs rows of at least one block, got %lld columns",
+                        (long long)cols);
     const int64_t rb = ll_row_bytes(type, cols);
     if (rb <= 0) return LL_ERR_ARG; /* the error names the block size */
     if (!data || rows > INT64_MAX / rb || (uint64_t)(rows * rb) != (uint64_t)nbytes)

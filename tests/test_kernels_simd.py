@@ -400,6 +400,10 @@ def test_packing_is_offered_where_a_kernel_is_faster_and_refused_where_it_cannot
     bad = np.zeros(8 * 44 + 8, np.uint8)
     assert lib.ll_pack(int(T.Q5_0), _native.ptr(bad), bad.nbytes, 8, 64) == lib.LL_ERR_ARG
     assert "bytes given for 8 x 64 Q5_0" in _native.last_error()
+    assert lib.ll_pack(int(T.Q5_0), _native.ptr(bad), 0, 8, 0) == lib.LL_ERR_ARG
+    assert "at least one block, got 0 columns" in _native.last_error()
+    assert lib.ll_pack(int(T.Q5_0), _native.ptr(bad), bad.nbytes, 8, 40) == lib.LL_ERR_ARG
+    assert "not a multiple of Q5_0's block size" in _native.last_error()
 
 
 def test_packed_rows_are_the_same_weights_rearranged():
