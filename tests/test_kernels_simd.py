@@ -374,6 +374,26 @@ def test_packed_matmul_matches_rows_with_the_same_bits_everywhere(packed_isa, wt
         _native.set_isa(before)
 
 
+@pytest.mark.parametrize("at", ["LL_TYPE_Q8_0P", "LL_TYPE_Q8_1P"])
+@SETTINGS
+@given(data=st.data())
+def test_packed_activation_quantizers_match_scalar(isa, at, data):
+    """The packed kernels' activation types (not GGUF types: sized by the C
+    table) come out of each ISA's quantizer byte for byte as the scalar one's."""
+    at = getattr(lib, at)
+    bs, ts, vdt = ffi.new("int64_t *"), ffi.new("int64_t *"), ffi.new("int *")
+    _native.check(lib.ll_type_info(at, bs, ts, vdt))
+    x = data.draw(float_rows(bs[0], 12))
+
+    def quantize(isa_name):
+        _native.set_isa(isa_name)
+        out = np.zeros(x.size // bs[0] * ts[0], dtype=np.uint8)
+        _native.check(lib.ll_quantize_act(at, _native.ptr(x, "float *"), x.size,
+                                          _native.ptr(out), out.nbytes))
+        return out
+    np.testing.assert_array_equal(quantize(isa), quantize("scalar"))
+
+
 def test_packing_is_offered_where_a_kernel_is_faster_and_refused_where_it_cannot_be():
     before = _native.get_isa()
     try:
