@@ -633,19 +633,28 @@ static inline __m256i bcast4(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
+/* The 8 nibble vectors of packed qs (block_q5_0x8, block_q4_1x8): w[k]
+ * holds elements 4k..4k+3 of each of the 8 rows (row r in lane r). */
+static inline void packed_nibbles(const uint8_t qs[4][32], __m256i w[8]) {
+    const __m256i m15 = _mm256_set1_epi8(0x0f);
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = load256(qs[j]);
+        w[j] = _mm256_and_si256(q, m15);
+        w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m15);
+    }
+}
+
 /* The 8 weight vectors of a packed Q5_0 block: w[k] holds elements 4k..4k+3
  * of each of the 8 rows (row r in lane r), unsigned 5-bit quants. Bit k of
  * qh moves to bit 4 (16-bit shifts by at most 4 keep each byte's bits in
  * their byte where the mask looks). */
 static inline void q5_0x8_weights(const block_q5_0x8 *x, __m256i w[8]) {
-    const __m256i m15 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
     const __m256i qh = load256(x->qh);
+    packed_nibbles(x->qs, w);
     for (int j = 0; j < 4; j++) {
-        const __m256i q = load256(x->qs[j]);
-        const __m256i hi_lo = _mm256_and_si256(_mm256_slli_epi16(qh, 4 - j), bit4);
-        const __m256i hi_hi = _mm256_and_si256(_mm256_srli_epi16(qh, j), bit4);
-        w[j] = _mm256_or_si256(_mm256_and_si256(q, m15), hi_lo);
-        w[j + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m15), hi_hi);
+        w[j] = _mm256_or_si256(w[j], _mm256_and_si256(_mm256_slli_epi16(qh, 4 - j), bit4));
+        w[j + 4] = _mm256_or_si256(w[j + 4], _mm256_and_si256(_mm256_srli_epi16(qh, j), bit4));
     }
 }
 
@@ -701,15 +710,11 @@ static inline __attribute__((always_inline)) void gemm8_q4_1_n(
         y[a] = (const block_q8_1p *)((const uint8_t *)vy + a * y_stride);
         acc[a] = acc_m[a] = _mm256_setzero_ps();
     }
-    const __m256i ones = _mm256_set1_epi16(1), m15 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < n / QK4_1; b++) {
         prefetch_span(&x[b], sizeof x[b]);
         __m256i w[8];
-        for (int j = 0; j < 4; j++) {
-            const __m256i q = load256(x[b].qs[j]);
-            w[j] = _mm256_and_si256(q, m15);
-            w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m15);
-        }
+        packed_nibbles(x[b].qs, w);
         const __m256 dw = _mm256_cvtph_ps(load128(x[b].d)), mw = _mm256_cvtph_ps(load128(x[b].m));
         for (int a = 0; a < n_y; a++) {
             const block_q8_1p *yb = &y[a][b];

@@ -19,6 +19,21 @@
 #include <stdlib.h>
 #include "quants.h"
 
+/* ---- the nibbles of the 32-element types (Q5_0's low four bits, Q4_1) ------- */
+
+/* Row r's 16 bytes of nibbles, src, into a packed block's qs: qs[j][4r + i] =
+ * src[4j + i] (block_q5_0x8 and block_q4_1x8 share this layout). */
+static void pack_nibbles(uint8_t qs[4][32], int r, const uint8_t src[16]) {
+    for (int j = 0; j < 4; j++) memcpy(&qs[j][4 * r], &src[4 * j], 4);
+}
+
+/* row r's nibble of element e (0..31) in such qs: element 4k + i sits in
+ * qs[k % 4][4r + i], low nibble for k < 4 */
+static int packed_nibble(const uint8_t qs[4][32], int r, int e) {
+    const uint8_t byte = qs[e / 4 % 4][4 * r + e % 4];
+    return e < 16 ? byte & 0x0f : byte >> 4;
+}
+
 /* ---- Q5_0 ------------------------------------------------------------------ */
 
 /* bits 0, 4, 8, .., 28 of x as bits 0..7: pairs, then fours, then all eight */
@@ -37,7 +52,7 @@ static void pack_q5_0(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64
             uint32_t qh;
             memcpy(&qh, x->qh, 4);
             p->d[r] = x->d;
-            for (int j = 0; j < 4; j++) memcpy(&p->qs[j][4 * r], &x->qs[4 * j], 4);
+            pack_nibbles(p->qs, r, x->qs);
             for (int i = 0; i < 4; i++) p->qh[4 * r + i] = every_fourth_bit(qh >> i);
         }
     }
@@ -45,10 +60,7 @@ static void pack_q5_0(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64
 
 /* row r's unsigned 5-bit quant of element e (0..31) in a packed block */
 static int q5_0x8_quant(const block_q5_0x8 *p, int r, int e) {
-    const int k = e / 4, i = e % 4;
-    const uint8_t byte = p->qs[k % 4][4 * r + i];
-    const int nibble = k < 4 ? byte & 0x0f : byte >> 4;
-    return nibble | ((p->qh[4 * r + i] >> k) & 1) << 4;
+    return packed_nibble(p->qs, r, e) | ((p->qh[4 * r + e % 4] >> (e / 4)) & 1) << 4;
 }
 
 static void gemm8_q5_0_scalar(int64_t n, float *s, int64_t s_stride, const void *vx,
@@ -78,7 +90,7 @@ static void pack_q4_1(const uint8_t *rows, size_t row_bytes, uint8_t *dst, int64
             const block_q4_1 *x = (const block_q4_1 *)(rows + r * row_bytes) + b;
             p->d[r] = x->d;
             p->m[r] = x->m;
-            for (int j = 0; j < 4; j++) memcpy(&p->qs[j][4 * r], &x->qs[4 * j], 4);
+            pack_nibbles(p->qs, r, x->qs);
         }
     }
 }
@@ -93,10 +105,7 @@ static void gemm8_q4_1_scalar(int64_t n, float *s, int64_t s_stride, const void 
             float acc = 0.0f, acc_m = 0.0f;
             for (int64_t b = 0; b < n / QK4_1; b++) {
                 int32_t dot = 0;
-                for (int e = 0; e < QK4_1; e++) {
-                    const uint8_t byte = x[b].qs[e / 4 % 4][4 * r + e % 4];
-                    dot += (e < 16 ? byte & 0x0f : byte >> 4) * y[b].qs[e];
-                }
+                for (int e = 0; e < QK4_1; e++) dot += packed_nibble(x[b].qs, r, e) * y[b].qs[e];
                 acc = fmaf((float)dot, ll_half_to_f32(x[b].d[r]) * y[b].d, acc);
                 acc_m = fmaf(ll_half_to_f32(x[b].m[r]), y[b].s, acc_m);
             }
