@@ -264,6 +264,54 @@ int ll_context_state_set(ll_context *ctx, int32_t n_pos, const void *src, size_t
 int ll_top_k(const float *logits, int64_t n, int64_t k, int32_t *ids, float *vals,
              int64_t out_len);
 
+/* ---- tokenizer vocabulary ------------------------------------------------------ */
+
+/* A vocabulary: token i's text is texts[offsets[i] .. offsets[i + 1]) (n + 1
+ * offsets, starting at 0, none past size), its score scores[i] (scores NULL:
+ * all 0). Everything is copied. LL_ERR_ARG for offsets out of order or past
+ * size, or two tokens with the same text (naming both). */
+typedef struct ll_vocab ll_vocab;
+int ll_vocab_new(const char *texts, size_t size, const uint64_t *offsets, const float *scores,
+                 int32_t n, ll_vocab **out);
+void ll_vocab_free(ll_vocab *vocab);
+int32_t ll_vocab_size(const ll_vocab *vocab);
+/* The id of the token whose text is the n bytes of text, or -1. */
+int32_t ll_vocab_find(const ll_vocab *vocab, const char *text, size_t n);
+/* A byte-level BPE vocabulary's merges, "left right" each, by rank (n of
+ * them, as ll_vocab_new's texts; a repeated one keeps its first rank). */
+int ll_vocab_set_merges(ll_vocab *vocab, const char *texts, size_t size,
+                        const uint64_t *offsets, int32_t n);
+/* SentencePiece tokens of the n bytes of text, merged as llama.cpp merges
+ * them (by score, leftmost first on ties); a piece that is no token goes out
+ * as byte_ids[b] for each of its bytes (256 ids: -1 for none, else in the
+ * vocabulary). The caller adds any space prefix and turns spaces into
+ * U+2581. Up to n tokens come out: out has room for out_len >= n; *n_out
+ * says how many. */
+int ll_vocab_spm(const ll_vocab *vocab, const char *text, size_t n, const int32_t *byte_ids,
+                 int32_t *out, size_t out_len, size_t *n_out);
+/* Byte-level BPE tokens of one pre-tokenized word (its bytes already mapped to
+ * GPT-2's characters), merged by rank as llama.cpp does; with whole_word, a
+ * word that is a token is that token unmerged. Otherwise as ll_vocab_spm
+ * (without merges, one symbol per character). */
+int ll_vocab_bpe(const ll_vocab *vocab, const char *word, size_t n, int whole_word,
+                 const int32_t *byte_ids, int32_t *out, size_t out_len, size_t *n_out);
+
+/* A GGUF array of count strings at byte pos of buf (size bytes): each a
+ * little-endian uint64 length, then that many bytes. *end gets the byte after
+ * the last string. With joined not NULL, each string is also written there
+ * after a NUL: joined_len must be exactly *end - pos - 7 * count, which a first
+ * call with joined NULL tells. LL_ERR_ARG, naming the string, when one runs
+ * past size. */
+int ll_string_array(const void *buf, size_t size, size_t pos, uint64_t count, size_t *end,
+                    char *joined, size_t joined_len);
+
+/* ---- memory ------------------------------------------------------------------- */
+
+/* Give the C heap's free pages back to the system. A load's temporary
+ * objects (the vocabulary's strings, joined and split) leave ~20 MB of freed
+ * memory that glibc would otherwise keep mapped; a no-op elsewhere. */
+void ll_trim_heap(void);
+
 /* ---- measurement -------------------------------------------------------------- */
 
 /* Read `bytes` of buf once with every thread of the pool (each its own slice)

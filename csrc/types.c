@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "quants.h"
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define LL_X86 1
@@ -26,6 +29,14 @@ int ll_error(int code, const char *fmt, ...) {
     vsnprintf(err_msg, sizeof err_msg, fmt, ap);
     va_end(ap);
     return code;
+}
+
+/* ---- memory ------------------------------------------------------------------ */
+
+void ll_trim_heap(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
 }
 
 /* ---- the type table ----------------------------------------------------------- */

@@ -119,6 +119,11 @@ def isa_available(name: str) -> bool:
     return bool(lib.ll_isa_available(name.encode()))
 
 
+def trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc; elsewhere nothing)."""
+    lib.ll_trim_heap()
+
+
 def ptr(array, ctype: str = "void *"):
     """A C pointer into a numpy array's (C-contiguous) buffer, no copy."""
     return ffi.cast(ctype, ffi.from_buffer(array))

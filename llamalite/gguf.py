@@ -43,6 +43,7 @@ MAX_ARRAY_DEPTH = 8
 # otherwise need ten times its size in memory. The largest real vocabularies
 # (262k tokens with scores and types, or 150k tokens with merges) use < 1M.
 MAX_METADATA_VALUES = 8_000_000
+_MANY_STRINGS = 1024   # string arrays this long are read by _Header._many_strings
 INT64_MAX = (1 << 63) - 1
 ALIGNMENT_KEY = "general.alignment"
 
@@ -229,7 +230,12 @@ class _Header:
         return values, etype
 
     def strings(self, count: int, what: str) -> list[str]:
-        # The hot loop of a 262k-token vocabulary: kept flat (~0.1 s).
+        if count >= _MANY_STRINGS:
+            found = self._many_strings(count)
+            if found is not None:
+                return found
+        # one by one: short arrays, and long ones that _many_strings declined
+        # (this loop then names the string at fault)
         mm, size, pos = self.mm, self.size, self.pos
         unpack = _U64.unpack_from
         out: list[str] = []
@@ -249,6 +255,31 @@ class _Header:
             pos += n
         self.pos = pos
         return out
+
+
+    def _many_strings(self, count: int) -> list[str] | None:
+        """A long string array (a vocabulary: 262k strings) in C, then one
+        decode and one split: ~10x faster than one by one. None when a
+        string runs past the file's end, is not UTF-8 or holds a NUL."""
+        from ._native import ffi, lib
+
+        buf, end = ffi.from_buffer(self.mm), ffi.new("size_t *")
+        if lib.ll_string_array(buf, self.size, self.pos, count, end, ffi.NULL, 0) != 0:
+            return None
+        joined = bytearray(end[0] - self.pos - 7 * count)
+        if lib.ll_string_array(buf, self.size, self.pos, count, end,
+                               ffi.from_buffer(joined), len(joined)) != 0:
+            return None
+        del buf   # releases the mmap export at once
+        try:
+            texts = joined.decode("utf-8").split("\0")
+        except UnicodeDecodeError:
+            return None
+        if len(texts) != count + 1:
+            return None
+        self.pos = end[0]
+        del texts[0]
+        return texts
 
 
 class GGUFReader:

@@ -42,6 +42,7 @@ from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
 from .gguf import GGUFReader, GGUFValueType
 from .grammar import as_grammar, response_format_grammar
 from .grammar_match import GrammarState, VocabIndex
+from ._native import trim_heap
 from .model import Model, WeightsReader
 from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessorList, Sampler, SamplingParams,
                        StoppingCriteriaList, logits_to_logprobs, top_logprobs)
@@ -211,6 +212,7 @@ class Llama:
         try:
             self.metadata: Dict[str, str] = _metadata_strings(reader)
             self._tokenizer = Tokenizer.from_metadata(reader.metadata)
+            trim_heap()   # before the weights fill memory: a lower peak
             self._arch = str(reader.metadata.get("general.architecture", ""))
             self._n_ctx_train = int(reader.metadata.get(f"{self._arch}.context_length", 0) or 0)
             n_ctx = int(n_ctx) if n_ctx else self._n_ctx_train

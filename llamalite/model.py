@@ -283,22 +283,57 @@ def read_file(path: str | os.PathLike, cancel: threading.Event | None = None):
     """The whole file read into anonymous memory that asks for 2 MiB pages:
     (the memory, a uint8 view of the file's bytes). Stops with _Cancelled
     once `cancel` is set; a file that does not start with GGUF's magic is
-    not read past it (GGUFReader says what is wrong with it)."""
+    not read past it (GGUFReader says what is wrong with it).
+
+    Two threads read a half each: faulting in fresh huge pages is most of a
+    read's time on a VM, and two take 0.08-0.1 s for 500 MB here where one
+    took 0.15-0.8 s."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if f.read(4) != MAGIC:
             return None
         mem, data = huge_page_memory(max(size, 1))
         data[:4] = np.frombuffer(MAGIC, np.uint8)
-        view, done = memoryview(data), 4
-        while done < size:
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled
-            n = f.readinto(view[done:min(size, done + _READ_CHUNK)])
-            if not n:
-                raise GGUFError(f"{path}: the file shrank while it was being read")
-            done += n
+        view = memoryview(data)
+        if not hasattr(os, "preadv"):
+            _read_span(f.fileno(), path, view, 4, size, cancel)
+            return mem, data[:size]
+        half = max(4, size // 2 // _HUGE_PAGE * _HUGE_PAGE)
+        errors: list[BaseException] = []
+
+        def second_half() -> None:
+            try:
+                _read_span(f.fileno(), path, view, half, size, cancel)
+            except BaseException as e:   # raised below, in the calling thread
+                errors.append(e)
+
+        helper = threading.Thread(target=second_half, daemon=True, name="llamalite weights 2")
+        helper.start()
+        try:
+            _read_span(f.fileno(), path, view, 4, half, cancel)
+        finally:
+            helper.join()
+        if errors:
+            raise errors[0]
     return mem, data[:size]
+
+
+def _read_span(fd: int, path, view: memoryview, start: int, end: int,
+               cancel: threading.Event | None) -> None:
+    """Bytes [start, end) of the file into view[start:end], a chunk at a time."""
+    done = start
+    while done < end:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+        part = view[done:min(end, done + _READ_CHUNK)]
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [part], done)
+        else:   # one thread only, then
+            os.lseek(fd, done, os.SEEK_SET)
+            n = os.readv(fd, [part])
+        if not n:
+            raise GGUFError(f"{path}: the file shrank while it was being read")
+        done += n
 
 
 def tensor_data(read, reader: GGUFReader) -> tuple[mmap.mmap, np.ndarray] | None:

@@ -2,9 +2,8 @@
 
 Two kinds of vocabulary (`tokenizer.ggml.model`):
 
-- ``"llama"``: SentencePiece. The vocabulary is written into a sentencepiece
-  ModelProto (serialized here by hand: four small messages) and the
-  `sentencepiece` library merges pieces by score, falling back to <0xNN> bytes.
+- ``"llama"``: SentencePiece. The C core (csrc/vocab.c) merges characters
+  into pieces by score, as llama.cpp does, falling back to <0xNN> bytes.
 - ``"gpt2"``: byte-level BPE. A pre-tokenizer chosen by `tokenizer.ggml.pre`
   cuts the text into words, each word's UTF-8 bytes become printable
   characters (GPT-2's table), and merges apply by rank.
@@ -15,7 +14,6 @@ user-defined tokens always, control tokens only when `special=True`.
 from __future__ import annotations
 
 import codecs
-import heapq
 import os
 import re
 from typing import Iterable, Iterator
@@ -65,15 +63,18 @@ class _Vocab:
         # llama.cpp names empty tokens so that every text is a distinct key.
         self.texts = texts if all(texts) else [t if t else f"[EMPTY_{i}]"
                                                 for i, t in enumerate(texts)]
-        self.scores = _per_token(md, "tokenizer.ggml.scores", n, 0.0)
         types = _per_token(md, "tokenizer.ggml.token_type", n, 1)
-        self.attrs = [_ATTR_OF_TYPE.get(t, 0) for t in types]
-        self.ids = dict(zip(self.texts, range(n)))
-        if len(self.ids) != n:
-            raise GGUFError(f"tokenizer.ggml.tokens: {n - len(self.ids)} duplicate token texts")
+        self.attrs = _attrs(types[:n])
+        self._c = _c_vocab(self.texts, _per_token(md, "tokenizer.ggml.scores", n, 0.0))
         self.special = self._special_ids(md, kind)
         self._find_unnamed_specials()
         self.eog = self._eog_ids()
+
+    def find(self, text: str) -> int | None:
+        """The id of the token whose text is `text`, or None."""
+        raw = text.encode("utf-8", "surrogatepass")
+        found = _native().lib.ll_vocab_find(self._c, raw, len(raw))
+        return None if found < 0 else found
 
     def _special_ids(self, md: dict, kind: str) -> dict[str, int]:
         # llama.cpp's defaults per vocabulary kind, then the metadata's ids when in range.
@@ -98,7 +99,7 @@ class _Vocab:
         for name, texts in (("eot", _EOT_TEXTS), ("eom", ("<|eom_id|>",)), *_FIM_TEXTS.items()):
             if self.special[name] != NO_TOKEN:
                 continue
-            found = next((self.ids[t] for t in texts if t in self.ids), NO_TOKEN)
+            found = next((i for i in map(self.find, texts) if i is not None), NO_TOKEN)
             if found != NO_TOKEN:
                 self.special[name] = found
                 self.attrs[found] |= CONTROL
@@ -106,7 +107,7 @@ class _Vocab:
     def _eog_ids(self) -> frozenset[int]:
         eog = {self.special[k] for k in ("fim_pad", "fim_rep", "fim_sep", "eos", "eot", "eom")}
         for text in _EOG_TEXTS:
-            i = self.ids.get(text)
+            i = self.find(text)
             if i is not None:
                 eog.add(i)
                 self.attrs[i] |= CONTROL
@@ -116,9 +117,27 @@ class _Vocab:
     def special_tokens(self) -> list[tuple[str, int]]:
         """(text, id) of every token matched in raw text, longest text first."""
         mask = CONTROL | USER_DEFINED | UNKNOWN
-        found = [(t, i) for i, (t, a) in enumerate(zip(self.texts, self.attrs)) if a & mask]
+        import numpy as np
+
+        attrs = np.fromiter(self.attrs, np.int64, len(self.attrs))
+        found = [(self.texts[i], i) for i in np.flatnonzero(attrs & mask).tolist()]
         found.sort(key=lambda ti: (-len(ti[0].encode()), ti[1]))
         return found
+
+
+def _attrs(types: list) -> list[int]:
+    """Each token's attribute bits from its GGUF token type (0 for a type
+    llama.cpp does not know), with numpy: a loop took 0.1 s of a load."""
+    import numpy as np
+
+    try:
+        values = np.asarray(types, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return [_ATTR_OF_TYPE.get(t, 0) for t in types]
+    table = np.zeros(max(_ATTR_OF_TYPE) + 1, np.int64)
+    table[list(_ATTR_OF_TYPE)] = list(_ATTR_OF_TYPE.values())
+    known = (values >= 0) & (values < len(table))
+    return np.where(known, table[np.where(known, values, 0)], 0).tolist()
 
 
 def _per_token(md: dict, key: str, n: int, default):
@@ -131,6 +150,64 @@ def _per_token(md: dict, key: str, n: int, default):
     return values
 
 
+def _native():
+    from . import _native   # the C core: imported when a tokenizer is first built
+    return _native
+
+
+def _joined(texts: list, key: str):
+    """Every text's UTF-8 bytes back to back, and the n + 1 offsets where
+    each starts (the last: where the last ends), as the C core takes them."""
+    import numpy as np
+
+    n = len(texts)
+    try:
+        # all at once, NUL-separated (when a text holds a NUL, one by one)
+        joined = "\0".join(texts)
+        if joined.count("\0") == n - 1:
+            data = np.frombuffer(joined.encode("utf-8", "surrogatepass") + b"\0", np.uint8)
+            lens = np.diff(np.flatnonzero(data == 0), prepend=-1) - 1
+            raw = data[data != 0].tobytes()
+        else:
+            parts = [t.encode("utf-8", "surrogatepass") for t in texts]
+            lens = np.fromiter(map(len, parts), np.int64, n)
+            raw = b"".join(parts)
+    except TypeError:
+        raise GGUFError(f"{key}: not all strings") from None
+    offsets = np.zeros(n + 1, np.uint64)
+    np.cumsum(lens, out=offsets[1:])
+    return raw, offsets
+
+
+def _c_vocab(texts: list, scores: list):
+    """The C core's vocabulary of `texts` (id -> text, and text -> id by hash)
+    with their `scores`, freed with the returned handle."""
+    import numpy as np
+
+    try:
+        values = np.asarray(scores[:len(texts)], dtype=np.float32)
+    except (TypeError, ValueError):
+        raise GGUFError("tokenizer.ggml.scores: not all numbers") from None
+    raw, offsets = _joined(texts, "tokenizer.ggml.tokens")
+    native = _native()
+    ffi, lib = native.ffi, native.lib
+    out = ffi.new("ll_vocab **")
+    rc = lib.ll_vocab_new(raw, len(raw), native.ptr(offsets, "uint64_t *"),
+                          native.ptr(values, "float *"), len(texts), out)
+    if rc != 0:
+        raise GGUFError(f"tokenizer.ggml.tokens: {native.last_error()}")
+    return ffi.gc(out[0], lib.ll_vocab_free)
+
+
+def _tokenize(how: str, vocab, text: bytes, *args) -> list[int]:
+    """ll_vocab_spm or ll_vocab_bpe (how) over text: the token ids."""
+    native = _native()
+    ids = native.ffi.new("int32_t[]", len(text))
+    n_out = native.ffi.new("size_t *")
+    native.check(getattr(native.lib, how)(vocab, text, len(text), *args, ids, len(text), n_out))
+    return native.ffi.unpack(ids, n_out[0])
+
+
 def _flag(md: dict, key: str, default: bool) -> bool:
     value = md.get(key)
     return bool(value) if isinstance(value, bool) else default
@@ -138,150 +215,28 @@ def _flag(md: dict, key: str, default: bool) -> bool:
 
 # --- SentencePiece -----------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1          # negative int32 values go out as 10-byte two's complement
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (strings and sub-messages)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-_PIECE_NORMAL, _PIECE_UNKNOWN, _PIECE_BYTE = 1, 2, 6
-_BPE_MODEL = 2
-
-
-def _is_byte_text(text: str) -> bool:
-    return len(text) == 6 and text.startswith("<0x") and text.endswith(">") and \
-        all(c in "0123456789ABCDEF" for c in text[3:5])
-
-
-def _varints(v):
-    """Each value of v (a numpy int64 array, all below 2^21) as a protobuf
-    varint: (its length, its up to 3 bytes as an (n, 3) uint8 array)."""
-    import numpy as np
-
-    size = 1 + (v >= 1 << 7) + (v >= 1 << 14)
-    out = np.empty((len(v), 3), np.uint8)
-    out[:, 0] = (v & 0x7F) | np.where(size > 1, 0x80, 0)
-    out[:, 1] = ((v >> 7) & 0x7F) | np.where(size > 2, 0x80, 0)
-    out[:, 2] = v >> 14
-    return size, out
-
-
-def _sentencepiece_model(vocab: _Vocab, unk_id: int) -> bytes:
-    """A serialized sentencepiece ModelProto (BPE) that merges exactly as llama.cpp.
-
-    llama.cpp merges any two symbols whose joined text is a token, whatever its
-    type, so every piece goes in as NORMAL except the byte pieces (for byte
-    fallback, which sentencepiece allows only with all 256 of them) and one
-    UNKNOWN piece that sentencepiece requires. The normalizer only turns spaces
-    into U+2581: the space prefix is added by the caller, per text fragment, as
-    llama.cpp adds it.
-
-    A piece is field 1 of ModelProto, a message of piece = 1 (string), score =
-    2 (float), type = 3 (enum). 262k of them are laid out with numpy (~0.03 s;
-    a Python loop over them took 0.3 s of every load).
-    """
-    import numpy as np
-
-    n = len(vocab.texts)
-    kinds = np.full(n, _PIECE_NORMAL, np.uint8)
-    byte_ids = [i for i in (vocab.ids.get(f"<0x{b:02X}>") for b in range(256))
-                if i is not None and vocab.attrs[i] & BYTE]
-    byte_fallback = len(byte_ids) == 256
-    if byte_fallback:
-        kinds[byte_ids] = _PIECE_BYTE
-    kinds[unk_id] = _PIECE_UNKNOWN
-    try:
-        scores = np.asarray(vocab.scores[:n], dtype="<f4")
-    except (TypeError, ValueError):
-        raise GGUFError("tokenizer.ggml.scores: not all numbers") from None
-    # every text's UTF-8 bytes at once, NUL-separated (a text holding a NUL
-    # is encoded on its own)
-    joined = "\0".join(vocab.texts)
-    if joined.count("\0") != n - 1:
-        raws = [t.encode() for t in vocab.texts]
-        lens = np.fromiter(map(len, raws), np.int64, n)
-        text = np.frombuffer(b"".join(raws), np.uint8)
-    else:
-        data = np.frombuffer(joined.encode() + b"\0", np.uint8)
-        ends = np.flatnonzero(data == 0)
-        lens = np.diff(ends, prepend=-1) - 1
-        text = data[data != 0]
-    if n and lens.max() >= 1 << 20:
-        raise UnsupportedModelError(f"a token text of {lens.max()} bytes")
-    # piece: 0x0a varint(len) text 0x15 score(4) 0x18 kind; record: 0x0a varint(piece) piece
-    len_size, len_bytes = _varints(lens)
-    piece = 1 + len_size + lens + 5 + 2
-    piece_size, piece_bytes = _varints(piece)
-    record = 1 + piece_size + piece
-    start = np.cumsum(record) - record
-    out = np.zeros(int(record.sum()), np.uint8)
-    is_text = np.ones(len(out), bool)
-
-    def put(at, values):
-        out[at] = values
-        is_text[at] = False
-
-    put(start, 0x0A)
-    for k in range(3):
-        at = piece_size > k
-        put(start[at] + 1 + k, piece_bytes[at, k])
-    text_tag = start + 1 + piece_size
-    put(text_tag, 0x0A)
-    for k in range(3):
-        at = len_size > k
-        put(text_tag[at] + 1 + k, len_bytes[at, k])
-    score_tag = text_tag + 1 + len_size + lens
-    put(score_tag, 0x15)
-    put(score_tag[:, None] + np.arange(1, 5), scores.view(np.uint8).reshape(n, 4))
-    put(score_tag + 5, 0x18)
-    put(score_tag + 6, kinds)
-    out[is_text] = text
-    trainer = (_int_field(3, _BPE_MODEL) + _int_field(4, n)
-               + _int_field(35, byte_fallback) + _int_field(40, unk_id) + _int_field(41, -1)
-               + _int_field(42, -1) + _int_field(43, -1))
-    normalizer = (_field(1, b"identity") + _int_field(3, 0) + _int_field(4, 0)
-                  + _int_field(5, 1))
-    return out.tobytes() + _field(2, trainer) + _field(3, normalizer)
-
-
 # Bytes of `bytes` input that were not UTF-8, kept by the "surrogateescape" decoding.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-_UTF8_LENGTH = (1,) * 12 + (2, 2, 3, 4)   # by the lead byte's high nibble, as llama.cpp
 
 
 def _byte_token(vocab: _Vocab, byte: int, fallback: int) -> int:
     """llama.cpp's byte_to_token: the <0xNN> token, else the byte as a
     one-character token."""
-    found = vocab.ids.get(f"<0x{byte:02X}>")
+    found = vocab.find(f"<0x{byte:02X}>")
     if found is None and byte < 0x80:
-        found = vocab.ids.get(chr(byte))
+        found = vocab.find(chr(byte))
     return fallback if found is None else found
 
 
 class _SentencePieceEncoder:
     def __init__(self, vocab: _Vocab, md: dict):
-        import sentencepiece
-
         unk = vocab.special["unk"]
         if unk == NO_TOKEN:
             raise UnsupportedModelError("a SentencePiece vocabulary without an unknown token")
         self.add_space_prefix = _flag(md, "tokenizer.ggml.add_space_prefix", True)
-        self._sp = sentencepiece.SentencePieceProcessor()
-        self._sp.LoadFromSerializedProto(_sentencepiece_model(vocab, unk))
-        self._byte_ids = [_byte_token(vocab, b, unk) for b in range(256)]
+        self._vocab = vocab
+        self._byte_ids = _native().ffi.new("int32_t[256]",
+                                           [_byte_token(vocab, b, unk) for b in range(256)])
 
     def encode(self, fragments: list, out: list[int]) -> None:
         # Texts and tokens alternate, so as in llama.cpp every text gets the
@@ -294,27 +249,10 @@ class _SentencePieceEncoder:
                 self._encode_text(prefix + frag, out)
 
     def _encode_text(self, text: str, out: list[int]) -> None:
-        if not _ESCAPED_BYTE.search(text):
-            out.extend(self._sp.EncodeAsIds(text))
-            return
-        # llama.cpp cuts the raw bytes, spaces already made U+2581, into symbols
-        # by their lead byte's length; a symbol that is not one UTF-8 character
-        # never merges and goes out as byte tokens, so the text on either side
-        # is encoded on its own.
+        # the raw bytes (any that were not UTF-8 kept by surrogateescape), spaces
+        # made U+2581, merged in C as llama.cpp merges them
         raw = text.replace(" ", "\u2581").encode("utf-8", "surrogateescape")
-        start = at = 0
-        while at < len(raw):
-            symbol = raw[at:at + _UTF8_LENGTH[raw[at] >> 4]]
-            try:
-                symbol.decode("utf-8")
-            except UnicodeDecodeError:
-                if start < at:
-                    out.extend(self._sp.EncodeAsIds(raw[start:at].decode("utf-8")))
-                out.extend(self._byte_ids[b] for b in symbol)
-                start = at + len(symbol)
-            at += len(symbol)
-        if start < len(raw):
-            out.extend(self._sp.EncodeAsIds(raw[start:].decode("utf-8")))
+        out.extend(_tokenize("ll_vocab_spm", self._vocab._c, raw, self._byte_ids))
 
 
 # --- byte-level BPE ----------------------------------------------------------
@@ -392,8 +330,18 @@ class _BPEEncoder:
             raise UnsupportedModelError(f"pre-tokenizer {pre!r} (tokenizer.ggml.pre)")
         chain, self.whole_words, self.add_bos_default = _PRE_NAMES[pre]
         self._patterns = [_compile(p) for p in _PRE_TOKENIZERS[chain]]
-        self._ranks = dict(zip(merges, range(len(merges))))   # "left right" -> rank
-        self._ids = vocab.ids
+        if merges:
+            raw, offsets = _joined(merges, "tokenizer.ggml.merges")
+            native = _native()
+            rc = native.lib.ll_vocab_set_merges(vocab._c, raw, len(raw),
+                                                native.ptr(offsets, "uint64_t *"), len(merges))
+            if rc != 0:
+                raise GGUFError(f"tokenizer.ggml.merges: {native.last_error()}")
+        self._vocab = vocab
+        # Not a token: llama.cpp looks up each single byte of the symbol's
+        # text; only one-byte characters can match.
+        self._byte_ids = _native().ffi.new("int32_t[256]", [
+            -1 if i is None else i for i in (vocab.find(chr(b)) for b in range(128))])
         self._cache: dict[str, tuple[int, ...]] = {}
 
     def encode(self, fragments: list, out: list[int]) -> None:
@@ -427,56 +375,12 @@ class _BPEEncoder:
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
         chars = word.encode().decode("latin-1").translate(_BYTES_TO_CHARS)
-        whole = self._ids.get(chars) if self.whole_words else None
-        ids = (whole,) if whole is not None else tuple(self._symbol_ids(self._merge(list(chars))))
+        ids = tuple(_tokenize("ll_vocab_bpe", self._vocab._c, chars.encode(), self.whole_words,
+                              self._byte_ids))
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[word] = ids
         return ids
-
-    def _merge(self, symbols: list[str]) -> list[str]:
-        """Apply merges lowest rank first (leftmost first on ties), one pair at a
-        time, as llama.cpp does; a heap keeps long words O(n log n)."""
-        ranks = self._ranks
-        n = len(symbols)
-        nxt = [*range(1, n), -1]
-        prv = list(range(-1, n - 1))
-        heap: list[tuple[int, int, int, str]] = []
-
-        def push(left: int, right: int) -> None:
-            if left >= 0 and right >= 0:
-                rank = ranks.get(symbols[left] + " " + symbols[right])
-                if rank is not None:
-                    heapq.heappush(heap, (rank, left, right, symbols[left] + symbols[right]))
-
-        for i in range(n - 1):
-            push(i, i + 1)
-        while heap:
-            _, left, right, joined = heapq.heappop(heap)
-            a, b = symbols[left], symbols[right]
-            if not a or not b or a + b != joined:
-                continue   # one side changed since this pair was queued
-            symbols[left], symbols[right] = joined, ""
-            nxt[left] = nxt[right]
-            if nxt[right] >= 0:
-                prv[nxt[right]] = left
-            push(prv[left], left)
-            push(left, nxt[left])
-        return [s for s in symbols if s]
-
-    def _symbol_ids(self, symbols: list[str]) -> Iterator[int]:
-        ids = self._ids
-        for s in symbols:
-            i = ids.get(s)
-            if i is not None:
-                yield i
-                continue
-            # Not a token: llama.cpp looks up each single byte of the symbol's
-            # text; only one-byte characters can match.
-            for c in s:
-                i = ids.get(c) if c < "\x80" else None
-                if i is not None:
-                    yield i
 
 
 # --- the tokenizer -----------------------------------------------------------
@@ -504,8 +408,9 @@ class Tokenizer:
         self.add_bos = _flag(md, "tokenizer.ggml.add_bos_token", add_bos)
         self.add_eos = _flag(md, "tokenizer.ggml.add_eos_token", False)
         self._specials = vocab.special_tokens()
-        # Each token's bytes, made on first use: [without special, with special].
-        self._pieces: tuple[list, list] = ([None] * self.n_vocab, [None] * self.n_vocab)
+        # Each token's bytes, made on first use: [without special, with special]
+        # (dicts: a few thousand distinct tokens get decoded, of 262k).
+        self._pieces: tuple[dict, dict] = ({}, {})
 
     @classmethod
     def from_metadata(cls, md: dict) -> "Tokenizer":
@@ -609,9 +514,9 @@ class Tokenizer:
         """The bytes one token stands for. Control and unknown tokens give b""
         unless `special`."""
         pieces = self._pieces[bool(special)]
-        piece = pieces[self._checked(token)]
+        piece = pieces.get(token)
         if piece is None:
-            piece = pieces[token] = self._piece(token, special)
+            piece = pieces[token] = self._piece(self._checked(token), special)
         return piece
 
     def _piece(self, token: int, special: bool) -> bytes:

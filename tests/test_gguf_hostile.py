@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamalite import GGUFError
+from llamalite import gguf
 from llamalite.gguf import GGUFReader, GGUFWriter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -211,6 +212,17 @@ HOSTILE = {
         "value of key 'a'[1]"),
     "string array not utf-8": (header(0, 1) + kv("a", ARRAY, u32(STRING) + u64(2) + gstr("x")
                                                  + gstr(b"\x80")), "UTF-8"),
+    # the same in arrays long enough for the one-pass reader (gguf._many_strings),
+    # which declines them, so that the string at fault is named
+    "long string array, lengths past the end": (
+        header(0, 1) + kv("a", ARRAY, u32(STRING) + u64(2000) + gstr("x") * 1500 + u64(BIG)
+                          + u64(1) * 600), "value of key 'a'[1500]"),
+    "long string array, truncated": (
+        header(0, 1) + kv("a", ARRAY, u32(STRING) + u64(2000) + gstr("xyz") * 1999 + u64(3)),
+        "value of key 'a'[1999]"),
+    "long string array not utf-8": (
+        header(0, 1) + kv("a", ARRAY, u32(STRING) + u64(2000) + gstr("x") * 1234 + gstr(b"\xe2\x82")
+                          + gstr("y") * 765), "value of key 'a'[1234] at byte"),
     "huge array of arrays": (header(0, 1) + kv("a", ARRAY, u32(ARRAY) + u64(2**62) + b"\x00" * 64),
                              "cannot fit"),
     "unknown array element type": (header(0, 1) + kv("a", ARRAY, u32(77) + u64(1) + b"\x00" * 8),
@@ -285,6 +297,31 @@ def test_a_hostile_file_does_not_take_time_or_memory_in_its_counts(tmp_path):
     path.write_bytes(header(0, 1) + kv("a", ARRAY, u32(STRING) + u64(2**40) + u64(0) * 8))
     with pytest.raises(GGUFError, match=r"value of key 'a' at byte 37: 1099511627776 STRING"):
         GGUFReader(path)
+
+
+def test_long_string_arrays_read_as_one_by_one(tmp_path, monkeypatch):
+    """The one-pass reader of long string arrays gives what the loop gives:
+    empty strings, non-ASCII text, and a NUL inside a string (the one pass
+    splits at NULs, so it must notice and decline)."""
+    rng = np.random.default_rng(1)
+    alphabet = ["a", "b", " ", "ü", "日", "🎉", "\n", ""]
+    texts = ["".join(rng.choice(alphabet, rng.integers(0, 6))) for _ in range(3000)]
+    with_nul = texts[:1500] + ["a\0b"] + texts[1500:]
+    path = tmp_path / "s.gguf"
+    path.write_bytes(header(0, 3)
+                     + kv("long", ARRAY, u32(STRING) + u64(len(texts)) + b"".join(map(gstr, texts)))
+                     + kv("nul", ARRAY, u32(STRING) + u64(len(with_nul))
+                          + b"".join(map(gstr, with_nul)))
+                     + kv("after", UINT8, b"\x07"))
+    one_pass = gguf._Header._many_strings
+    took = []
+    monkeypatch.setattr(gguf._Header, "_many_strings",
+                        lambda h, count: took.append(one_pass(h, count)) or took[-1])
+    with GGUFReader(path) as r:
+        assert r.metadata["long"] == texts
+        assert r.metadata["nul"] == with_nul
+        assert r.metadata["after"] == 7
+    assert took[0] == texts and took[1] is None   # one pass, then declined
 
 
 def test_arrays_nested_to_the_limit_parse(tmp_path):

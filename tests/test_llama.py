@@ -163,7 +163,7 @@ def test_a_missing_model_is_a_value_error_as_in_llama_cpp_python(tmp_path):
 
 
 def _weights_threads() -> list:
-    return [t for t in threading.enumerate() if t.name == "llamalite weights"]
+    return [t for t in threading.enumerate() if t.name.startswith("llamalite weights")]
 
 
 @pytest.mark.parametrize("head", [b"GGUF\x07\x00\x00\x00", b"GGUF\x03\x00\x00\x00\xff",
@@ -178,6 +178,21 @@ def test_a_bad_file_fails_at_once_and_leaves_no_read_behind(tmp_path, head):
     with pytest.raises(GGUFError):
         Llama(str(bad), verbose=False)
     assert not _weights_threads()
+
+
+@pytest.mark.parametrize("size", [5, (4 << 20) + 3, (9 << 20) + 12345])
+def test_the_weights_read_holds_every_byte_of_the_file(tmp_path, size):
+    """Two threads read a half each (split on a 2 MiB boundary)."""
+    from llamalite import model as model_module
+    path = tmp_path / "f.gguf"
+    data = b"GGUF" + np.random.default_rng(size).integers(0, 256, size - 4, np.uint8).tobytes()
+    path.write_bytes(data)
+    mem, view = model_module.read_file(path)
+    assert view.tobytes() == data
+    del view
+    mem.close()
+    path.write_bytes(b"GGUX" + data[4:])
+    assert model_module.read_file(path) is None   # not GGUF: nothing read
 
 
 def test_the_read_of_a_file_that_changed_is_an_error(tmp_path, smollm2_path):

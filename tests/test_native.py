@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llamalite import UnsupportedModelError, quants
-from llamalite._native import ffi, get_isa, isa_available, lib, set_isa
+from llamalite._native import ffi, get_isa, isa_available, last_error, lib, set_isa
 from llamalite.threads import get_pool, physical_cores
 
 
@@ -240,3 +240,65 @@ def test_unaligned_tensor_bytes_are_read_correctly():
     assert np.array_equal(quants.matmul(odd, "Q4_0", x), quants.matmul(raw, "Q4_0", x))
     assert np.array_equal(quants.dequantize(odd, "Q4_0", w.shape),
                           quants.dequantize(raw, "Q4_0", w.shape))
+
+
+def _vocab(texts, scores=None):
+    raw = b"".join(texts)
+    offsets = np.cumsum([0] + [len(t) for t in texts]).astype(np.uint64)
+    out = ffi.new("ll_vocab **")
+    rc = lib.ll_vocab_new(raw, len(raw), ffi.cast("uint64_t *", ffi.from_buffer(offsets)),
+                          ffi.NULL if scores is None else ffi.new("float[]", scores),
+                          len(texts), out)
+    return rc, ffi.gc(out[0], lib.ll_vocab_free) if rc == 0 else None
+
+
+def test_vocab_finds_texts_by_their_bytes():
+    texts = [b"", b"a", b"ab", b"\xe2\x96\x81", b"a\x00b"] + [b"t%d" % i for i in range(1000)]
+    rc, v = _vocab(texts)
+    assert rc == 0 and lib.ll_vocab_size(v) == len(texts)
+    for i, t in enumerate(texts):
+        assert lib.ll_vocab_find(v, t, len(t)) == i
+    for missing in (b"b", b"abc", b"a\x00", b"t1000"):
+        assert lib.ll_vocab_find(v, missing, len(missing)) == -1
+
+
+def test_vocab_checks_what_it_is_given():
+    rc, _ = _vocab([b"a", b"b", b"a"])
+    assert rc == lib.LL_ERR_ARG and "2 duplicates 0" in last_error()
+    out = ffi.new("ll_vocab **")
+    bad = np.array([0, 5, 2], np.uint64)   # text 1 ends before it starts
+    assert lib.ll_vocab_new(b"abcde", 5, ffi.cast("uint64_t *", ffi.from_buffer(bad)), ffi.NULL,
+                            2, out) == lib.LL_ERR_ARG
+    past = np.array([0, 2, 9], np.uint64)  # ends past the 5 bytes
+    assert lib.ll_vocab_new(b"abcde", 5, ffi.cast("uint64_t *", ffi.from_buffer(past)),
+                            ffi.NULL, 2, out) == lib.LL_ERR_ARG
+    assert "outside the 5 bytes" in last_error()
+    assert lib.ll_vocab_new(b"", 0, ffi.cast("uint64_t *", ffi.from_buffer(past)), ffi.NULL,
+                            0, out) == lib.LL_ERR_ARG
+    rc, v = _vocab([b"a", b"b"])
+    byte_ids = ffi.new("int32_t[256]", [0] * 256)
+    ids, n_out = ffi.new("int32_t[4]"), ffi.new("size_t *")
+    assert lib.ll_vocab_spm(v, b"abab", 4, byte_ids, ids, 3, n_out) == lib.LL_ERR_ARG
+    assert "room for 3 tokens" in last_error()
+    byte_ids[7] = 2   # not in a vocabulary of 2
+    assert lib.ll_vocab_spm(v, b"abab", 4, byte_ids, ids, 4, n_out) == lib.LL_ERR_ARG
+    assert "byte 0x07 is 2" in last_error()
+
+
+def test_string_array_reads_lengths_and_bounds():
+    import struct
+    blob = b"".join(struct.pack("<Q", len(t)) + t for t in (b"ab", b"", b"\xc3\xbc"))
+    end = ffi.new("size_t *")
+    assert lib.ll_string_array(blob, len(blob), 0, 3, end, ffi.NULL, 0) == 0
+    assert end[0] == len(blob)
+    joined = bytearray(end[0] - 7 * 3)
+    assert lib.ll_string_array(blob, len(blob), 0, 3, end, ffi.from_buffer(joined),
+                               len(joined)) == 0
+    assert bytes(joined) == b"\x00ab\x00\x00\xc3\xbc"
+    assert lib.ll_string_array(blob, len(blob) - 1, 0, 3, end, ffi.NULL, 0) == lib.LL_ERR_ARG
+    assert "string 2 runs past the end" in last_error()
+    assert lib.ll_string_array(blob, len(blob), 0, 4, end, ffi.NULL, 0) == lib.LL_ERR_ARG
+    assert "string 3's length" in last_error()
+    assert lib.ll_string_array(blob, len(blob), 0, 3, end, ffi.from_buffer(joined),
+                               len(joined) - 1) == lib.LL_ERR_ARG
+

@@ -248,6 +248,31 @@ def test_tiny_bpe_merges_by_rank():
     assert tok.encode("abc") == [1, 2, 3]
 
 
+def test_a_repeated_merge_keeps_its_first_rank():
+    # as llama.cpp's bpe_ranks.emplace: "a b" stays rank 0, below "b c"
+    tok = Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.merges": ["a b", "b c", "a b"]}))
+    assert tok.encode("abc") == [4, 3]
+
+
+def test_sentencepiece_ties_merge_the_leftmost_pair_first():
+    md = _spm_metadata(**{"tokenizer.ggml.add_space_prefix": False})
+    md["tokenizer.ggml.tokens"] = md["tokenizer.ggml.tokens"] + ["ba"]
+    md["tokenizer.ggml.scores"] = md["tokenizer.ggml.scores"] + [-2]   # as "ab"
+    md["tokenizer.ggml.token_type"] = md["tokenizer.ggml.token_type"] + [1]
+    tok = Tokenizer.from_metadata(md)
+    assert tok.encode("aba", add_bos=False) == [8, 5]
+    assert tok.encode("bab", add_bos=False) == [266, 6]
+
+
+def test_vocabularies_that_are_not_text_are_refused():
+    with pytest.raises(GGUFError, match="tokenizer.ggml.tokens: not all strings"):
+        Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.tokens": ["a", 7]}))
+    with pytest.raises(GGUFError, match="tokenizer.ggml.merges: not all strings"):
+        Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.merges": ["a b", None]}))
+    with pytest.raises(GGUFError, match="tokenizer.ggml.scores: not all numbers"):
+        Tokenizer.from_metadata(_spm_metadata(**{"tokenizer.ggml.scores": ["x"] * 266}))
+
+
 def test_whole_words_skip_merging_for_llama3():
     # llama3's pre-tokenizer takes a word that is itself a token as it is.
     md = _metadata(**{"tokenizer.ggml.merges": ["a b"]})
