@@ -1,18 +1,17 @@
 """Loads llamalite's C core with cffi. The only module that touches ffi.
 
 The cdef is csrc/llamalite.h itself (preprocessor lines dropped), so the
-Python side can never drift from the C API. The shared library is looked up
-in LLAMALITE_LIB (a path, for development builds), then beside this file
-(where `pip install` puts it).
+Python side can never drift from the C API. The build compiles it ahead into
+_ffi.py beside the library (csrc/gen_ffi.py), which imports without parsing
+anything; without one (or when it does not load) the header beside the
+library is parsed. The shared library is looked up in LLAMALITE_LIB (a path,
+for development builds), then beside this file (where `pip install` puts it).
 """
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
-
-import cffi
 
 from .errors import InvalidArgumentError, LlamaliteError, UnsupportedModelError
 
@@ -27,8 +26,6 @@ def _package_dirs() -> list[Path]:
     return dirs + [_HERE] if _HERE not in dirs else dirs
 _LIB_NAMES = ("libllamalite.so", "libllamalite.dylib", "llamalite.dll")
 
-ffi = cffi.FFI()
-
 
 def _header_text(library: str) -> str:
     """The header installed with the library (so the two always match), else
@@ -38,13 +35,6 @@ def _header_text(library: str) -> str:
         if candidate.is_file():
             return candidate.read_text()
     raise LlamaliteError("llamalite.h not found beside the package: the installation is incomplete")
-
-
-def _cdef_source(header: str) -> str:
-    """The header minus comments, preprocessor lines and C++-only blocks."""
-    header = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
-    header = re.sub(r"#ifdef __cplusplus.*?#endif", "", header, flags=re.S)
-    return "\n".join(ln for ln in header.splitlines() if not ln.lstrip().startswith("#"))
 
 
 def _installed_library() -> str | None:
@@ -84,8 +74,37 @@ def _find_library() -> str:
         "`pip install .` (or set LLAMALITE_LIB to a development build)")
 
 
+def _compiled_ffi(library: str):
+    """The FFI that the build compiled beside `library`, or None."""
+    path = Path(library).parent / "_ffi.py"
+    if not path.is_file():
+        return None
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location("llamalite._ffi", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.ffi
+    except Exception:   # made by another cffi version, say: parse the header instead
+        return None
+
+
+def _ffi(library: str):
+    compiled = _compiled_ffi(library)
+    if compiled is not None:
+        return compiled
+    import cffi
+
+    from ._cdef import cdef_source
+
+    parsed = cffi.FFI()
+    parsed.cdef(cdef_source(_header_text(library)))
+    return parsed
+
+
 _library = _find_library()
-ffi.cdef(_cdef_source(_header_text(_library)))
+ffi = _ffi(_library)
 lib = ffi.dlopen(_library)
 
 

