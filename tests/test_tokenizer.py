@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from llamalite import GGUFError, UnsupportedModelError
 from llamalite.tokenizer import CONTROL, NO_TOKEN, USER_DEFINED, Tokenizer
@@ -313,3 +314,101 @@ def test_unknown_kinds_are_named():
         Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.merges": None}))
     with pytest.raises(GGUFError, match="duplicate"):
         Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.tokens": ["a"] * 8}))
+
+
+# -- the C merge against a slow reference ---------------------------------------
+
+_UTF8_LEN = [1] * 12 + [2, 2, 3, 4]
+# few characters, so that random vocabularies overlap and tie often
+_PIECES = ["a", "b", "é", "日", "\u2581"]
+
+
+def _reference_merge(text: bytes, key, ids: dict, byte_ids: list) -> list[int]:
+    """llama.cpp's merge the slow way: cut into characters (by the lead
+    byte's length, clamped), then while some neighbours may merge, merge the
+    pair with the highest key, the leftmost on ties; then each symbol's
+    token, or its bytes' tokens."""
+    syms, at = [], 0
+    while at < len(text):
+        n = min(_UTF8_LEN[text[at] >> 4], len(text) - at)
+        syms.append(text[at:at + n])
+        at += n
+    while True:
+        best = None
+        for i in range(len(syms) - 1):
+            k = key(syms[i], syms[i + 1])
+            if k is not None and (best is None or k > best[0]):
+                best = (k, i)
+        if best is None:
+            break
+        i = best[1]
+        syms[i:i + 2] = [syms[i] + syms[i + 1]]
+    out = []
+    for s in syms:
+        if s in ids:
+            out.append(ids[s])
+        else:
+            out += [byte_ids[b] for b in s if byte_ids[b] >= 0]
+    return out
+
+
+def _c_merge(how: str, texts: list[str], scores: list[float], merges: list[str],
+             text: bytes, byte_ids: list[int]) -> list[int]:
+    from llamalite import _native, tokenizer as tk
+    vocab = tk._c_vocab(texts, scores)
+    if merges:
+        raw, offsets = tk._joined(merges, "merges")
+        assert _native.lib.ll_vocab_set_merges(vocab, raw, len(raw),
+                                               _native.ptr(offsets, "uint64_t *"),
+                                               len(merges)) == 0
+    return tk._tokenize(how, vocab, text, *(() if how == "ll_vocab_spm" else (0,)),
+                        _native.ffi.new("int32_t[256]", byte_ids))
+
+
+_words = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=3).map("".join)
+_texts = st.lists(st.one_of(st.sampled_from(_PIECES).map(str.encode),
+                            st.sampled_from([b"\x80", b"\xc3", b"\xe6\x97", b"A"])),
+                  max_size=24).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_words, st.sampled_from([0.0, -1.0])), max_size=24,
+                unique_by=lambda ws: ws[0]), _texts)
+def test_sentencepiece_merge_equals_the_slow_reference(vocab, text):
+    texts = [w for w, _ in vocab] + [f"<0x{b:02X}>" for b in range(256)]
+    scores = [s for _, s in vocab] + [0.0] * 256
+    ids = {t.encode(): i for i, t in enumerate(texts)}
+    byte_ids = [len(vocab) + b for b in range(256)]
+
+    def key(a, b):
+        i = ids.get(a + b)
+        return None if i is None else scores[i]
+
+    assert _c_merge("ll_vocab_spm", texts, scores, [], text, byte_ids) == \
+        _reference_merge(text, key, ids, byte_ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_words, min_size=1, max_size=24, unique=True),
+       st.lists(st.tuples(_words, _words), max_size=30), _texts)
+def test_bpe_merge_equals_the_slow_reference(words, pairs, text):
+    texts = words + ["A"]
+    ids = {t.encode(): i for i, t in enumerate(texts)}
+    merges = [f"{a} {b}" for a, b in pairs]
+    rank = {}
+    for r, m in enumerate(merges):
+        rank.setdefault(m.encode(), r)   # a repeated merge keeps its first rank
+    byte_ids = [-1] * 256
+    byte_ids[ord("A")] = len(words)
+
+    def key(a, b):
+        r = rank.get(a + b" " + b)
+        return None if r is None else -r
+
+    assert _c_merge("ll_vocab_bpe", texts, [0.0] * len(texts), merges, text, byte_ids) == \
+        _reference_merge(text, key, ids, byte_ids)
+
+
+def test_bpe_ties_merge_the_leftmost_pair_first():
+    # "a a" applies at 0 and at 1 of "aaa": the leftmost goes first
+    assert _c_merge("ll_vocab_bpe", ["a", "aa"], [0.0, 0.0], ["a a"], b"aaa", [-1] * 256) == [1, 0]
