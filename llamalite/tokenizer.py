@@ -18,6 +18,8 @@ import os
 import re
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from .errors import GGUFError, UnsupportedModelError
 
 NO_TOKEN = -1   # llama.cpp's LLAMA_TOKEN_NULL: an id the vocabulary does not have
@@ -117,8 +119,6 @@ class _Vocab:
     def special_tokens(self) -> list[tuple[str, int]]:
         """(text, id) of every token matched in raw text, longest text first."""
         mask = CONTROL | USER_DEFINED | UNKNOWN
-        import numpy as np
-
         attrs = np.fromiter(self.attrs, np.int64, len(self.attrs))
         found = [(self.texts[i], i) for i in np.flatnonzero(attrs & mask).tolist()]
         found.sort(key=lambda ti: (-len(ti[0].encode()), ti[1]))
@@ -128,8 +128,6 @@ class _Vocab:
 def _attrs(types: list) -> list[int]:
     """Each token's attribute bits from its GGUF token type (0 for a type
     llama.cpp does not know), with numpy: a loop took 0.1 s of a load."""
-    import numpy as np
-
     try:
         values = np.asarray(types, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
@@ -158,8 +156,6 @@ def _native():
 def _joined(texts: list, key: str):
     """Every text's UTF-8 bytes back to back, and the n + 1 offsets where
     each starts (the last: where the last ends), as the C core takes them."""
-    import numpy as np
-
     n = len(texts)
     try:
         # all at once, NUL-separated (when a text holds a NUL, one by one)
@@ -182,8 +178,6 @@ def _joined(texts: list, key: str):
 def _c_vocab(texts: list, scores: list):
     """The C core's vocabulary of `texts` (id -> text, and text -> id by hash)
     with their `scores`, freed with the returned handle."""
-    import numpy as np
-
     try:
         values = np.asarray(scores[:len(texts)], dtype=np.float32)
     except (TypeError, ValueError):
@@ -339,9 +333,10 @@ class _BPEEncoder:
                 raise GGUFError(f"tokenizer.ggml.merges: {native.last_error()}")
         self._vocab = vocab
         # Not a token: llama.cpp looks up each single byte of the symbol's
-        # text; only one-byte characters can match.
+        # text; only one-byte characters can match (-1: no token).
+        ascii_ids = [vocab.find(chr(b)) for b in range(128)]
         self._byte_ids = _native().ffi.new("int32_t[256]", [
-            -1 if i is None else i for i in (vocab.find(chr(b)) for b in range(128))])
+            -1 if i is None else i for i in ascii_ids] + [-1] * 128)
         self._cache: dict[str, tuple[int, ...]] = {}
 
     def encode(self, fragments: list, out: list[int]) -> None:

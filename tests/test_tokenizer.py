@@ -249,6 +249,14 @@ def test_tiny_bpe_merges_by_rank():
     assert tok.encode("abc") == [1, 2, 3]
 
 
+def test_bpe_symbols_that_are_no_token_give_only_their_ascii_tokens():
+    # "é" is "Ã©" in GPT-2's characters: neither is a token, and no byte of
+    # their UTF-8 is one character, so llama.cpp gives nothing for them
+    tok = Tokenizer.from_metadata(_metadata())
+    assert tok.encode("é", add_bos=False) == []
+    assert tok.encode("aéb", add_bos=False) == [1, 2]
+
+
 def test_a_repeated_merge_keeps_its_first_rank():
     # as llama.cpp's bpe_ranks.emplace: "a b" stays rank 0, below "b c"
     tok = Tokenizer.from_metadata(_metadata(**{"tokenizer.ggml.merges": ["a b", "b c", "a b"]}))
