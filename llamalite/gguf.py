@@ -256,7 +256,6 @@ class _Header:
         self.pos = pos
         return out
 
-
     def _many_strings(self, count: int) -> list[str] | None:
         """A long string array (a vocabulary: 262k strings) in C, then one
         decode and one split: ~10x faster than one by one. None when a

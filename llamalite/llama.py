@@ -37,12 +37,12 @@ import numpy.typing as npt
 
 from . import chat, models
 from . import tools as tools_
+from ._native import trim_heap
 from .errors import (ContextOverflowError, InvalidArgumentError, LlamaliteError,
                      UnsupportedModelError)
 from .gguf import GGUFReader, GGUFValueType
 from .grammar import as_grammar, response_format_grammar
 from .grammar_match import GrammarState, VocabIndex
-from ._native import trim_heap
 from .model import Model, WeightsReader
 from .sampling import (LLAMA_DEFAULT_SEED, LogitsProcessorList, Sampler, SamplingParams,
                        StoppingCriteriaList, logits_to_logprobs, top_logprobs)
