@@ -125,7 +125,6 @@ class Jinja2ChatFormatter:
         from .chat_sandbox import ChatSandbox, as_template_errors   # imports jinja2: ~40 ms
 
         self._env = ChatSandbox()
-        self._errors = as_template_errors
         with as_template_errors("compiling"), self._env.budgeted(timeout, max_chars):
             self._template = self._env.from_string(template)
 
@@ -139,7 +138,9 @@ class Jinja2ChatFormatter:
                      "add_generation_prompt": self.add_generation_prompt,
                      "tools": tools, "tool_choice": tool_choice,
                      "functions": functions, "function_call": function_call}
-        with self._errors("rendering"), \
+        from .chat_sandbox import as_template_errors   # loaded by __init__ already
+
+        with as_template_errors("rendering"), \
                 self._env.budgeted(self.timeout, self.max_chars) as budget:
             pieces, n = [], 0
             for piece in self._template.generate(variables):
