@@ -6,6 +6,11 @@
  * share the weight rows. One thread computes each output, in a fixed order,
  * so the result is the same for any thread count.
  *
+ * Threads claim the weights in byte ranges as they go (dot_rows): big ranges
+ * first, smaller ones as the weights run out, so that a thread slowed by the
+ * machine (a shared VM's other work, an interrupt) leaves the rest to the
+ * others instead of making them wait for its fixed share.
+ *
  * Several weights that read the same X (a layer's Q, K and V; gate and up)
  * go in one run: one wake-up and one barrier instead of one per weight, and X
  * quantized once per vec_dot type instead of once per weight. For a token of
@@ -18,6 +23,7 @@
  * for four rows of X. Packed weights (pack.c: groups of 8 interleaved rows)
  * are the faster form of both: a unit of work is then a group of 8 rows, and
  * its kernel multiplies each block with up to four rows of X. */
+#include <stdatomic.h>
 #include "matmul.h"
 #include "quants.h"
 #include "threads.h"
@@ -47,6 +53,7 @@ typedef struct {
     int64_t cols, n, total_bytes;
     const float *x;
     ll_pool *pool;
+    atomic_llong claimed;        /* weight bytes handed out to threads so far */
 } matmul_task;
 
 static int valid_weight_type(int t) {
@@ -135,12 +142,9 @@ static void dot_block(const matmul_task *t, const matmul_out *m, int64_t r0, int
     }
 }
 
-/* Thread ith's share: the weight units whose first byte falls in its 1/nth of
- * all the weights' bytes. */
-static void dot_rows(const matmul_task *t, int ith, int nth) {
-    const int64_t lo = t->total_bytes / nth * ith + t->total_bytes % nth * ith / nth;
-    const int64_t hi = ith + 1 == nth ? t->total_bytes
-                     : t->total_bytes / nth * (ith + 1) + t->total_bytes % nth * (ith + 1) / nth;
+/* The weight units whose first byte falls in [lo, hi) of all the weights'
+ * bytes, every output's in turn. */
+static void dot_range(const matmul_task *t, int64_t lo, int64_t hi) {
     int64_t base = 0;
     for (int o = 0; o < t->n_outs; o++) {
         const matmul_out *m = &t->outs[o];
@@ -155,13 +159,39 @@ static void dot_rows(const matmul_task *t, int ith, int nth) {
     }
 }
 
+/* The smallest range a thread claims: a few microseconds of streaming, so
+ * that the threads finish within about that of each other. */
+#define MIN_CLAIM_BYTES (16 * 1024)
+
+/* Claim ranges of the weights until none are left: each a 1/(2 nth) share of
+ * what is still unclaimed (at least MIN_CLAIM_BYTES). A matmul takes a few
+ * claims per thread, each contiguous, as the memory prefetchers like. */
+static void dot_rows(matmul_task *t, int nth) {
+    if (nth == 1) {
+        dot_range(t, 0, t->total_bytes);
+        return;
+    }
+    for (;;) {
+        int64_t lo = atomic_load_explicit(&t->claimed, memory_order_relaxed), hi;
+        do {
+            if (lo >= t->total_bytes) return;
+            const int64_t share = (t->total_bytes - lo) / (2 * nth);
+            hi = lo + (share > MIN_CLAIM_BYTES ? share : MIN_CLAIM_BYTES);
+            if (hi > t->total_bytes) hi = t->total_bytes;
+        } while (!atomic_compare_exchange_weak_explicit(&t->claimed, &lo, hi,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed));
+        dot_range(t, lo, hi);
+    }
+}
+
 static void matmul_run(void *arg, int ith, int nth) {
-    const matmul_task *t = arg;
+    matmul_task *t = arg;
     if (t->quantizes) {
         quantize_rows(t, ith, nth);
         ll_pool_barrier(t->pool);
     }
-    dot_rows(t, ith, nth);
+    dot_rows(t, nth);
 }
 
 /* The index in t->acts of the activations of vec_dot type vdt, added if
@@ -232,6 +262,7 @@ int ll_matmul_many(ll_pool *pool, const ll_matmul_out *outs, int n_outs, int64_t
         return ll_error(LL_ERR_ARG, "x holds %zu bytes; %lld rows of %lld need %lld",
                         x_bytes, (long long)n, (long long)cols, (long long)x_need);
     matmul_task task = { .cols = cols, .n = n, .x = x, .pool = pool };
+    atomic_init(&task.claimed, 0);
     int types[LL_MATMUL_MAX_OUTS], layouts[LL_MATMUL_MAX_OUTS];
     for (int i = 0; i < n_outs; i++) {
         int64_t w_need = 0;

@@ -96,6 +96,31 @@ def test_matmul_matches_numpy_and_ignores_thread_count(wtype, n):
         assert np.array_equal(quants.matmul(raw, wtype, x, n_threads=t), y1)
 
 
+@pytest.mark.parametrize("wtype, packed", [("Q8_0", False), ("Q5_0", True), ("Q4_K", True)])
+@pytest.mark.parametrize("n", [1, 6])
+def test_matmul_shared_out_in_many_claims_covers_every_row_once(wtype, packed, n):
+    """Threads claim the weights in byte ranges as they go (matmul.c's
+    dot_rows): over a megabyte of weights, whose units (a row, or 8 packed
+    rows) straddle the ranges' ends, every output is computed, with the
+    one-thread result's bits, whichever thread claims it."""
+    rng = np.random.default_rng(7)
+    rows, cols = 1208, 768
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    raw = quants.quantize(w, wtype)
+    if packed:
+        raw = quants.pack(raw, wtype)
+    assert raw.nbytes > 500_000
+    y1 = quants.matmul(raw, wtype, x, n_threads=1, rows=rows, packed=packed)
+    ref = x.astype(np.float64) @ quants.dequantize(quants.quantize(w, wtype), wtype,
+                                                   w.shape).astype(np.float64).T
+    assert np.allclose(y1, ref, rtol=0.05, atol=0.05 * np.abs(ref).max())
+    for t in (2, 3, 4):
+        for _ in range(3):
+            assert np.array_equal(quants.matmul(raw, wtype, x, n_threads=t, rows=rows,
+                                                packed=packed), y1)
+
+
 def test_matmul_single_row_returns_a_vector():
     w = np.eye(32, dtype=np.float32)
     x = np.arange(32, dtype=np.float32)
