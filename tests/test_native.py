@@ -98,11 +98,11 @@ def test_matmul_matches_numpy_and_ignores_thread_count(wtype, n):
 
 @pytest.mark.parametrize("wtype, packed", [("Q8_0", False), ("Q5_0", True), ("Q4_K", True)])
 @pytest.mark.parametrize("n", [1, 6])
-def test_matmul_shared_out_in_many_claims_covers_every_row_once(wtype, packed, n):
+def test_matmul_in_many_claims_covers_every_row_once(wtype, packed, n):
     """Threads claim the weights in byte ranges as they go (matmul.c's
-    dot_rows): over a megabyte of weights, whose units (a row, or 8 packed
-    rows) straddle the ranges' ends, every output is computed, with the
-    one-thread result's bits, whichever thread claims it."""
+    dot_rows): over half a megabyte of weights, whose units (a row, or 8
+    packed rows) straddle the ranges' ends, every output is computed, with
+    the one-thread result's bits, whichever thread claims it."""
     rng = np.random.default_rng(7)
     rows, cols = 1208, 768
     w = rng.standard_normal((rows, cols)).astype(np.float32)
