@@ -193,6 +193,16 @@ def _c_vocab(texts: list, scores: list):
     return ffi.gc(out[0], lib.ll_vocab_free)
 
 
+def _set_merges(c_vocab, merges: list) -> None:
+    """Give the C core's vocabulary its BPE merges ("left right", by rank)."""
+    raw, offsets = _joined(merges, "tokenizer.ggml.merges")
+    native = _native()
+    rc = native.lib.ll_vocab_set_merges(c_vocab, raw, len(raw),
+                                        native.ptr(offsets, "uint64_t *"), len(merges))
+    if rc != 0:
+        raise GGUFError(f"tokenizer.ggml.merges: {native.last_error()}")
+
+
 def _tokenize(how: str, vocab, text: bytes, *args) -> list[int]:
     """ll_vocab_spm or ll_vocab_bpe (how) over text: the token ids."""
     native = _native()
@@ -325,12 +335,7 @@ class _BPEEncoder:
         chain, self.whole_words, self.add_bos_default = _PRE_NAMES[pre]
         self._patterns = [_compile(p) for p in _PRE_TOKENIZERS[chain]]
         if merges:
-            raw, offsets = _joined(merges, "tokenizer.ggml.merges")
-            native = _native()
-            rc = native.lib.ll_vocab_set_merges(vocab._c, raw, len(raw),
-                                                native.ptr(offsets, "uint64_t *"), len(merges))
-            if rc != 0:
-                raise GGUFError(f"tokenizer.ggml.merges: {native.last_error()}")
+            _set_merges(vocab._c, merges)
         self._vocab = vocab
         # Not a token: llama.cpp looks up each single byte of the symbol's
         # text; only one-byte characters can match (-1: no token).

@@ -365,10 +365,7 @@ def _c_merge(how: str, texts: list[str], scores: list[float], merges: list[str],
     from llamalite import _native, tokenizer as tk
     vocab = tk._c_vocab(texts, scores)
     if merges:
-        raw, offsets = tk._joined(merges, "merges")
-        assert _native.lib.ll_vocab_set_merges(vocab, raw, len(raw),
-                                               _native.ptr(offsets, "uint64_t *"),
-                                               len(merges)) == 0
+        tk._set_merges(vocab, merges)
     return tk._tokenize(how, vocab, text, *(() if how == "ll_vocab_spm" else (0,)),
                         _native.ffi.new("int32_t[256]", byte_ids))
 
