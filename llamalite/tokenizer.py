@@ -14,6 +14,7 @@ user-defined tokens always, control tokens only when `special=True`.
 from __future__ import annotations
 
 import codecs
+import operator
 import os
 import re
 from typing import Iterable, Iterator
@@ -514,6 +515,7 @@ class Tokenizer:
         """The bytes one token stands for. Control and unknown tokens give b""
         unless `special`."""
         pieces = self._pieces[bool(special)]
+        token = operator.index(token)   # as the list these were cached in: 3.0 is no id
         piece = pieces.get(token)
         if piece is None:
             piece = pieces[token] = self._piece(self._checked(token), special)

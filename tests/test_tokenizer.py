@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -187,6 +188,13 @@ def test_ids_outside_the_vocabulary_are_refused(smollm2):
         smollm2.token_to_piece(smollm2.n_vocab)
     with pytest.raises(ValueError):
         smollm2.decode([0, -1])
+
+
+def test_a_cached_piece_is_found_only_by_an_integer_id(smollm2):
+    piece = smollm2.token_to_piece(5)   # now cached
+    assert smollm2.token_to_piece(np.int64(5)) == piece
+    with pytest.raises(TypeError):
+        smollm2.token_to_piece(5.0)
 
 
 def test_long_texts_tokenize_in_reasonable_time(smollm2, gemma3):
